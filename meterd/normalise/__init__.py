@@ -1,0 +1,1 @@
+"""Normalisation: validate readings from any source and derive per-interval consumption."""
