@@ -136,6 +136,8 @@ class MeterConfig(_Section):
     # MQTT
     mqtt_topic: str | None = None
     mqtt_map: dict[str, str] = Field(default_factory=dict)
+    mqtt_scale: dict[str, float] = Field(default_factory=dict)
+    mqtt_ts_key: str = "ts"
     # Derivation of consumption from cumulative registers
     register_max: float | None = Field(default=None, gt=0)
     max_rate_per_h: float | None = Field(default=None, gt=0)

@@ -1,0 +1,3 @@
+from meterd.cli import main
+
+raise SystemExit(main())

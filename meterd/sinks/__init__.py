@@ -1,0 +1,1 @@
+"""Sinks: plugins that write spooled readings to time-series databases."""
