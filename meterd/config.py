@@ -179,11 +179,18 @@ class TariffConfig(_Section):
     currency: str = "CNY"
 
 
+class MetricsConfig(_Section):
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+
+
 class Config(_Section):
     site: SiteConfig = Field(default_factory=SiteConfig)
     influxdb: InfluxConfig = Field(default_factory=InfluxConfig)
     mqtt: MqttConfig | None = None
     spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     links: list[LinkConfig] = Field(default_factory=list)
     meters: list[MeterConfig] = Field(default_factory=list)
     profiles: dict[str, Profile] = Field(default_factory=dict)
@@ -241,16 +248,22 @@ def _check_unique(section: str, names: list[str]) -> None:
         seen.add(n)
 
 
+def _item_label(item: Any, index: int) -> str:
+    if isinstance(item, dict):
+        for key in ("id", "name"):
+            if isinstance(item.get(key), str):
+                return f"[{key}={item[key]}]"
+    return f"[{index}]"
+
+
 def _describe(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
     """Render a pydantic error location, naming list items by their id or name."""
     out: list[str] = []
     node: Any = raw
     for part in loc:
         if isinstance(part, int) and isinstance(node, list) and part < len(node):
-            item = node[part]
-            label = item.get("id") or item.get("name") if isinstance(item, dict) else None
-            out[-1] += f"[id={label}]" if label and "id" in item else f"[name={label}]" if label else f"[{part}]"
-            node = item
+            node = node[part]
+            out[-1] += _item_label(node, part)
             continue
         out.append(str(part))
         node = node.get(part) if isinstance(node, dict) else None
