@@ -270,18 +270,29 @@ def _describe(loc: tuple[int | str, ...], raw: dict[str, Any]) -> str:
     return ".".join(out) or "<top level>"
 
 
+_SECRET_WORDS = ("password", "token", "secret", "key")
+
+
+def _format_error(err: Any, raw: dict[str, Any]) -> str:
+    loc = tuple(err["loc"])
+    where = f"{_describe(loc, raw)}: " if loc else ""
+    msg = err["msg"].removeprefix("Value error, ")
+    key = str(loc[-1]) if loc else ""
+    secret = any(w in key.lower() for w in _SECRET_WORDS)
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key" + ("; secrets are never inline: use the *_file key or the environment"
+                               if secret else "; see docs/configuration.md")
+    elif err["type"] != "value_error" and not secret and not isinstance(err["input"], dict | list):
+        msg += f" (got {err['input']!r})"
+    return where + msg
+
+
 def parse_config(raw: dict[str, Any]) -> Config:
     """Validate a parsed TOML document; raise :class:`ConfigError` naming every bad key."""
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
-        lines = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            where = f"{_describe(tuple(err['loc']), raw)}: " if err["loc"] else ""
-            lines.append(f"{where}{msg}"
-                         + (f" (got {err['input']!r})" if err["type"] != "value_error"
-                            and not isinstance(err["input"], dict | list) else ""))
+        lines = [_format_error(err, raw) for err in exc.errors()]
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(lines)) from None
 
 
