@@ -43,6 +43,10 @@ class Profile(BaseModel):
     function: Literal[3, 4]
     registers: tuple[Register, ...] = Field(min_length=1)
     description: str = ""
+    # Request planning (meterd/sources/modbus/plan.py): unmapped words a read may span, and the
+    # most words per read; None means the planner's defaults.
+    max_gap: int | None = Field(default=None, ge=0, le=123)
+    max_count: int | None = Field(default=None, ge=4, le=125)
 
 
 PROFILE_DIR = Path(__file__).parent
