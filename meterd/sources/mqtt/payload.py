@@ -177,15 +177,15 @@ def _lookup(element: dict[str, Any], path: str) -> tuple[bool, Any]:
 
 
 def _field_value(meter: MeterConfig, name: str, raw: Any) -> float:
-    if isinstance(raw, Decimal):
-        raw = float(raw)  # out-of-range decimals become inf, which check_field rejects
-    elif isinstance(raw, int) and not isinstance(raw, bool):
-        try:
-            raw = float(raw)
-        except OverflowError:
-            raise Invalid("non_finite", f"{name}={raw:.3e} overflows a float") from None
     scale = meter.mqtt_scale.get(name)
-    if scale is not None and isinstance(raw, float):
+    if isinstance(raw, int | Decimal) and not isinstance(raw, bool):
+        # Scale in decimal so 2300 Wh * 0.001 is 2.3 kWh, not 2.3000000000000003.
+        try:
+            exact = Decimal(raw) if scale is None else Decimal(raw) * Decimal(repr(scale))
+        except ArithmeticError:  # decimal overflow of an absurd exponent
+            raise Invalid("non_finite", f"{name} overflows a float") from None
+        raw = float(exact)  # too large for a float becomes inf, which check_field rejects
+    elif scale is not None and isinstance(raw, float):  # NaN and Infinity arrive as floats
         raw *= scale
     return check_field(meter.kind, name, raw)
 
