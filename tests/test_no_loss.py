@@ -82,11 +82,14 @@ def test_stream_survives_influx_kill_and_meterd_sigkill(tmp_path, influxd, mosqu
         stream.start()
         wait_for(lambda: gw.sent > READINGS * 0.2, 120, "20% published")
         influxd.kill()
+        time.sleep(3)  # long enough for the writer to fail and back off
         wait_for(lambda: gw.sent > READINGS * 0.4, 120, "40% published")
         meterd.kill()
         meterd.wait()
+        time.sleep(2)  # the broker queues for the offline persistent session
         wait_for(lambda: gw.sent > READINGS * 0.5, 120, "50% published")
         meterd = start_meterd(cfg, log)
+        time.sleep(2)
         wait_for(lambda: gw.sent > READINGS * 0.7, 120, "70% published")
         influxd.start()
         stream.join(300)
@@ -99,6 +102,7 @@ def test_stream_survives_influx_kill_and_meterd_sigkill(tmp_path, influxd, mosqu
         meterd.send_signal(signal.SIGTERM)
         rc = meterd.wait(60)
     assert rc == 0, log.read_text()[-3000:]
+    assert "retry" in log.read_text().lower(), "InfluxDB outage never seen by the writer"
 
     rows = influxd.query("SELECT volume_m3 FROM water GROUP BY meter", db="campus")
     stored = {(s["tags"]["meter"], t): v for s in rows for t, v in s["values"]}
