@@ -70,7 +70,7 @@ EXPECTED = {
     ("gas", "north-canteen1-gas", 1767225660_000000000): {"volume_m3": 50.625, "flow_m3h": 7.5},
     ("gas", "north-canteen1-gas", 1767225720_250000000): {"volume_m3": 50.75},
     ("electricity", "dorm3-shelly", 1767225600_000000000): {
-        "energy_kwh": 98765.4 * 0.001, "power_kw": 2300.0 * 0.001, "voltage_l1_v": 229.9},
+        "energy_kwh": 98.7654, "power_kw": 2.3, "voltage_l1_v": 229.9},  # decimal-exact scaling
 }
 
 
