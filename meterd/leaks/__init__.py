@@ -1,0 +1,1 @@
+"""Leak detection feature: config, InfluxQL adapter, scheduled job and the `meterd leaks` CLI."""

@@ -1,0 +1,122 @@
+"""The ``[leaks]`` section: every key documented here and in ``docs/detection.md``.
+
+``Config.leaks`` is a free dict in the core config; :func:`leaks_config` validates it with the
+models below so a typo fails at load with the key named, like the rest of the config.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from meterd.config import Config, ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class NightFlowSettings(_Section):
+    """``[leaks.night]``: minimum night flow against a robust rolling baseline."""
+
+    enabled: bool = True
+    start_h: float = Field(default=2.0, ge=0, lt=24)  # local time, site time zone
+    end_h: float = Field(default=5.0, gt=0, le=24)
+    window_days: int = Field(default=14, ge=3, le=90)  # unflagged nights in the baseline median
+    min_history: int = Field(default=5, ge=2)  # nights before anything is flagged
+    allowance_m3h: float = Field(default=0.0015, ge=0)  # legitimate night use + resolution
+    allowance_rel: float = Field(default=0.1, ge=0)  # extra allowance, fraction of the baseline
+    k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
+    persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
+
+    @model_validator(mode="after")
+    def _window(self) -> NightFlowSettings:
+        if self.start_h == self.end_h:
+            raise ValueError("night start_h and end_h must differ")
+        return self
+
+
+class ContinuousFlowSettings(_Section):
+    """``[leaks.continuous]``: no quiet hour within a day (Kamstrup/Zenner-style leak rule)."""
+
+    enabled: bool = True
+    threshold_m3h: float = Field(default=0.0015, ge=0)  # a bin at or below this is quiet
+    window_h: float = Field(default=24.0, gt=0, le=24 * 14)
+    quiet_h: float = Field(default=1.0, gt=0)
+    all_meters: bool = False  # False: only meters with normally_zero = true
+
+
+class BurstSettings(_Section):
+    """``[leaks.bursts]``: CUSUM/EWMA on residuals against the hour-of-week baseline."""
+
+    enabled: bool = True
+    method: Literal["cusum", "ewma"] = "cusum"
+    weeks: int = Field(default=4, ge=1, le=12)
+    min_weeks: int = Field(default=2, ge=1)
+    k: float = Field(default=1.0, ge=0)
+    h: float = Field(default=6.0, gt=0)
+    min_sigma_m3h: float = Field(default=0.05, gt=0)
+    min_excess_m3h: float = Field(default=0.25, ge=0)
+    close_bins: int = Field(default=2, ge=1)
+
+
+class BalanceSettings(_Section):
+    """``[leaks.balance]``: a parent meter against the sum of its children."""
+
+    enabled: bool = True
+    k: float = Field(default=0.5, ge=0)
+    h: float = Field(default=8.0, gt=0)
+    min_sigma_m3h: float = Field(default=0.01, gt=0)
+    baseline_days: int = Field(default=7, ge=1)
+
+
+class OutOfHoursSettings(_Section):
+    """``[leaks.out_of_hours]``: use in buildings that should be empty (breaks, nights)."""
+
+    enabled: bool = False
+    buildings: list[str] = Field(default_factory=list)  # empty: every building
+    night_start_h: float = Field(default=23.0, ge=0, lt=24)
+    night_end_h: float = Field(default=6.0, ge=0, lt=24)
+    allowance_m3h: float = Field(default=0.05, ge=0)
+    min_hours: float = Field(default=3.0, gt=0)
+
+
+class StoppedSettings(_Section):
+    """``[leaks.stopped]``: a meter that does not advance while its zone does."""
+
+    enabled: bool = True
+    window_h: float = Field(default=48.0, gt=0)
+    zone_min_m3: float = Field(default=1.0, gt=0)  # zone use in the window that makes it suspicious
+
+
+class LeaksConfig(_Section):
+    """``[leaks]``: schedule, resolution and history, then one table per detector."""
+
+    enabled: bool = True
+    interval_s: int = Field(default=3600, ge=60)  # how often the daemon runs detection
+    step_s: Literal[900, 1800, 3600] = 3600  # grid resolution: the meters' reporting interval
+    history_days: int = Field(default=35, ge=7, le=400)  # fetched per run for the baselines
+    max_interval_s: float | None = Field(default=None, gt=0)  # longer = a gap (default 2 steps)
+    min_rate_m3h: float = Field(default=0.0, ge=0)  # incidents smaller than this are dropped
+    measurement: str = Field(default="incidents", min_length=1)
+    night: NightFlowSettings = Field(default_factory=NightFlowSettings)
+    continuous: ContinuousFlowSettings = Field(default_factory=ContinuousFlowSettings)
+    bursts: BurstSettings = Field(default_factory=BurstSettings)
+    balance: BalanceSettings = Field(default_factory=BalanceSettings)
+    out_of_hours: OutOfHoursSettings = Field(default_factory=OutOfHoursSettings)
+    stopped: StoppedSettings = Field(default_factory=StoppedSettings)
+
+
+def parse_leaks(raw: dict[str, Any]) -> LeaksConfig:
+    """Validate a ``[leaks]`` table; raise :class:`ConfigError` naming each bad key."""
+    try:
+        return LeaksConfig.model_validate(raw)
+    except ValidationError as exc:
+        msgs = [f"leaks.{'.'.join(str(p) for p in e['loc'])}: {e['msg'].removeprefix('Value error, ')}"
+                for e in exc.errors()]
+        raise ConfigError("invalid [leaks] section:\n  " + "\n  ".join(msgs)) from None
+
+
+def leaks_config(cfg: Config) -> LeaksConfig:
+    return parse_leaks(cfg.leaks)

@@ -1,0 +1,107 @@
+"""Run every configured leak detector over one flow grid and return merged incidents.
+
+The replay CLI, the scheduled job and the evaluation harness all call :func:`detect`, so what the
+harness measures is what the daemon does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from meterd.analysis.balance import detect_zone_balance, imbalance
+from meterd.analysis.bursts import detect_bursts
+from meterd.analysis.continuous_flow import detect_continuous_flow
+from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar
+from meterd.analysis.incidents import Alarm, Incident, episodes, merge_overlapping
+from meterd.analysis.night_flow import detect_night_flow
+from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
+from meterd.analysis.stopped import detect_stopped
+from meterd.leaks.config import LeaksConfig
+
+
+@dataclass(frozen=True, slots=True)
+class MeterInfo:
+    """What the detectors need to know about one water meter (from ``[[meters]]``)."""
+
+    id: str
+    building: str = ""
+    parent: str | None = None
+    normally_zero: bool = False
+    accuracy: float = 0.02
+
+
+def detect(
+    flow: FloatArray,
+    grid: Grid,
+    cal: LocalCalendar,
+    meters: Sequence[MeterInfo],
+    settings: LeaksConfig,
+    breaks: Sequence[tuple[int, int]] = (),
+    price_per_m3: float = 0.0,
+) -> list[Incident]:
+    """All incidents over ``grid`` for ``meters`` (rows of ``flow``), one per leak."""
+    found: list[Incident] = []
+    ids = [m.id for m in meters]
+    step = grid.step_s
+
+    def add(alarm_rows: list[int], alarm: Alarm) -> None:
+        found.extend(episodes(alarm, [ids[i] for i in alarm_rows], grid, price_per_m3,
+                              settings.min_rate_m3h))
+
+    all_rows = list(range(len(meters)))
+    s_n = settings.night
+    if s_n.enabled and meters:
+        add(all_rows, detect_night_flow(
+            flow, cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
+            s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights))
+    s_c = settings.continuous
+    rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero]
+    if s_c.enabled and rows:
+        add(rows, detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
+                                         s_c.quiet_h))
+    s_b = settings.bursts
+    if s_b.enabled and meters:
+        add(all_rows, detect_bursts(
+            flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
+            s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
+    found.extend(_zones(flow, grid, meters, settings, price_per_m3))
+    s_o = settings.out_of_hours
+    rows = [i for i, m in enumerate(meters) if not s_o.buildings or m.building in s_o.buildings]
+    if s_o.enabled and rows:
+        empty = empty_mask(cal.hour, cal.day, list(breaks), (s_o.night_start_h, s_o.night_end_h))
+        add(rows, detect_out_of_hours(flow[rows], empty, step, s_o.allowance_m3h, s_o.min_hours))
+    return merge_overlapping(found)
+
+
+def _zones(flow: FloatArray, grid: Grid, meters: Sequence[MeterInfo], settings: LeaksConfig,
+           price_per_m3: float) -> list[Incident]:
+    """Zone balance per parent with children, and stopped children while their parent flows."""
+    index = {m.id: i for i, m in enumerate(meters)}
+    kids: dict[str, list[int]] = {}
+    for i, m in enumerate(meters):
+        if m.parent is not None and m.parent in index:
+            kids.setdefault(m.parent, []).append(i)
+    if not kids:
+        return []
+    out: list[Incident] = []
+    parents = sorted(kids)
+    s_z = settings.balance
+    if s_z.enabled:
+        pairs = [imbalance(flow[index[p]], [flow[c] for c in kids[p]], meters[index[p]].accuracy,
+                           [meters[c].accuracy for c in kids[p]], s_z.min_sigma_m3h)
+                 for p in parents]
+        diff = np.stack([d for d, _ in pairs])
+        sigma = np.stack([s for _, s in pairs])
+        alarm = detect_zone_balance(diff, sigma, grid.step_s, s_z.k, s_z.h, s_z.baseline_days)
+        out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
+                            settings.min_rate_m3h))
+    s_s = settings.stopped
+    rows = [c for p in parents for c in kids[p]]
+    if s_s.enabled:
+        zone = np.stack([flow[index[meters[c].parent or ""]] for c in rows])
+        alarm = detect_stopped(flow[rows], zone, grid.step_s, s_s.window_h, s_s.zone_min_m3)
+        out.extend(episodes(alarm, [meters[c].id for c in rows], grid))
+    return out

@@ -1,0 +1,182 @@
+"""Unit tests of the pure leak detectors: synthetic flows with known leaks, and causality."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meterd.analysis.balance import detect_zone_balance, imbalance
+from meterd.analysis.bursts import detect_bursts
+from meterd.analysis.continuous_flow import detect_continuous_flow, vendor_rule
+from meterd.analysis.hourly import Grid, bin_consumption, local_calendar, rolling_mean
+from meterd.analysis.incidents import episodes, merge_overlapping
+from meterd.analysis.night_flow import detect_night_flow, leakdb_reference, night_minimum
+from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
+from meterd.analysis.stopped import detect_stopped
+
+T0 = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
+DAYS = 42
+
+
+def household(n_days: int = DAYS, seed: int = 1) -> np.ndarray:
+    """Hourly household-like use: zero at night, random taps by day, a weekday lunch peak."""
+    rng = np.random.default_rng(seed)
+    hours = np.arange(n_days * 24) % 24
+    flow = np.where((hours >= 7) & (hours < 23), rng.exponential(0.02, hours.size), 0.0)
+    flow[rng.random(hours.size) < 0.5] = 0.0
+    flow[(hours == 12)] += 0.15  # big but normal every day
+    return np.round(flow, 3)  # 1-litre resolution
+
+
+def cal(n: int, step_s: int = 3600, tz: str = "UTC") -> np.ndarray:
+    return local_calendar(Grid(T0, n, step_s), tz).hour
+
+
+def test_bin_consumption_keeps_resolution_and_marks_gaps() -> None:
+    grid = Grid(T0, 6)
+    ends = np.array([T0 + 3600, T0 + 7200, T0 + 5 * 3600])
+    flow = bin_consumption(grid, ends, np.array([0.01, 0.0, 0.3]), np.array([3600, 3600, 3 * 3600]))
+    assert flow[0] == pytest.approx(0.01) and flow[1] == 0.0
+    assert np.isnan(flow[2:5]).all() and np.isnan(flow[5])  # a 3 h gap is unknown, not spread
+
+
+def test_local_calendar_follows_the_site_zone() -> None:
+    hour = local_calendar(Grid(T0, 24), "Asia/Shanghai").hour
+    assert hour[0] == 8.0 and hour[18] == 2.0
+
+
+def test_rolling_mean_is_causal_over_the_last_bins() -> None:
+    out = rolling_mean(np.array([[1.0, 2.0, 3.0, 4.0]]), 2)
+    assert np.isnan(out[0, 0]) and out[0, 1:].tolist() == [1.5, 2.5, 3.5]
+
+
+def test_continuous_flow_fires_after_a_day_without_a_quiet_hour() -> None:
+    flow = household()[None, :]
+    onset = 20 * 24 + 14
+    leaky = flow.copy()
+    leaky[0, onset:] += 0.004
+    assert not detect_continuous_flow(flow, threshold_m3h=0.0015).active.any()
+    alarm = detect_continuous_flow(leaky, threshold_m3h=0.0015)
+    first = int(np.argmax(alarm.active[0]))
+    assert onset < first <= onset + 24
+    inc = episodes(alarm, ["m"], Grid(T0, flow.shape[1]))[0]
+    assert inc.start <= T0 + onset * 3600 and inc.end is None
+    assert inc.rate_m3h == pytest.approx(0.004, abs=1e-3)
+
+
+def test_continuous_flow_at_15_minute_resolution_needs_a_full_quiet_hour() -> None:
+    flow = np.full((1, 4 * 48), 0.01)
+    flow[0, 100:103] = 0.0  # three quiet quarters are not a quiet hour
+    assert detect_continuous_flow(flow, step_s=900).active[0, -1]
+    flow[0, 150:154] = 0.0
+    assert not detect_continuous_flow(flow, step_s=900).active[0, -1]
+
+
+def test_vendor_rule_counts_any_flow_as_use() -> None:
+    flow = np.full((1, 48), 0.001)
+    assert vendor_rule(flow).active[0, 30]
+    assert not detect_continuous_flow(flow, threshold_m3h=0.0015).active.any()
+
+
+def test_night_flow_flags_a_persistent_rise_and_leaves_it_out_of_the_baseline() -> None:
+    n = DAYS * 24
+    rng = np.random.default_rng(3)
+    flow = (2.0 + 0.05 * rng.standard_normal(n))[None, :]  # a zone that never sleeps
+    leak_at = 25 * 24 + 10
+    flow[0, leak_at:] += 0.6
+    hour = cal(n)
+    nights = night_minimum(flow, hour)
+    assert nights.mnf.shape[1] == DAYS and (hour[nights.end_bin] == 4).all()
+    alarm = detect_night_flow(flow, hour, persist_nights=2)
+    first = int(np.argmax(alarm.active[0]))
+    assert first == 27 * 24 + 4  # confirmed at the end of the second leaky night
+    assert alarm.active[0, first:].all()  # the leak never became the baseline
+    assert float(alarm.excess[0, -1]) == pytest.approx(0.6, abs=0.15)
+
+
+def test_leakdb_reference_flags_a_20_percent_rise() -> None:
+    n = DAYS * 24
+    flow = np.full((1, n), 1.0)
+    flow[0, 20 * 24 :] = 1.3
+    alarm = leakdb_reference(flow, cal(n))
+    assert int(np.argmax(alarm.active[0])) == 20 * 24 + 4
+    assert not leakdb_reference(np.full((1, n), 1.0), cal(n)).active.any()
+
+
+def test_burst_caught_within_the_hour_but_lunch_peak_is_not_an_alarm() -> None:
+    base = household()
+    assert not detect_bursts(base[None, :]).active.any()
+    for step_s, reps in ((3600, 1), (900, 4)):
+        flow = np.repeat(base, reps)[None, :]
+        at = (30 * 24 + 15) * reps + 1
+        flow[0, at:] += 0.5
+        alarm = detect_bursts(flow, step_s=step_s)
+        assert int(np.argmax(alarm.active[0])) == at  # detected at the end of the first bin
+        assert float(alarm.excess[0, at + 2]) == pytest.approx(0.5, abs=0.1)
+
+
+def test_zone_balance_finds_a_leak_between_meters() -> None:
+    n = 20 * 24
+    rng = np.random.default_rng(5)
+    kids = [1.0 + 0.3 * rng.random(n), 0.5 + 0.2 * rng.random(n)]
+    parent = (kids[0] + kids[1]) * 1.01  # parent reads 1 % high: normal, not a leak
+    parent[300:] += 0.3
+    diff, sigma = imbalance(parent, kids, 0.02, [0.02, 0.02])
+    alarm = detect_zone_balance(diff[None, :], sigma[None, :])
+    first = int(np.argmax(alarm.active[0]))
+    assert alarm.active[0, first:].all() and 300 <= first < 306
+    assert not alarm.active[0, :300].any()
+    assert float(np.mean(alarm.excess[0, 320:])) == pytest.approx(0.3, abs=0.05)
+
+
+def test_out_of_hours_use_during_a_break() -> None:
+    n = 4 * 24
+    grid = Grid(T0, n)
+    c = local_calendar(grid, "UTC")
+    first_day = int(c.day[0])
+    empty = empty_mask(c.hour, c.day, [(first_day + 2, first_day + 3)])
+    flow = np.full((1, n), 0.3)
+    alarm = detect_out_of_hours(flow, empty, min_hours=3)
+    assert alarm.active[0, 2 * 24 + 2] and not alarm.active[0, 12]
+
+
+def test_stopped_meter_is_data_quality_not_a_leak() -> None:
+    n = 4 * 24
+    flow = np.full((1, n), 0.1)
+    flow[0, 30:] = 0.0
+    alarm = detect_stopped(flow, np.full((1, n), 1.0), window_h=24)
+    assert int(np.argmax(alarm.active[0])) == 30 + 23
+    incs = episodes(alarm, ["m"], Grid(T0, n))
+    assert incs[0].type == "stopped_meter" and incs[0].volume_m3 == 0
+
+
+def test_same_leak_seen_by_two_detectors_is_one_incident() -> None:
+    flow = household()[None, :]
+    flow[0, 30 * 24 + 3 :] += 0.01
+    grid = Grid(T0, flow.shape[1])
+    incs = (episodes(detect_continuous_flow(flow, threshold_m3h=0.0015), ["m"], grid)
+            + episodes(detect_night_flow(flow, cal(flow.shape[1]), persist_nights=1), ["m"], grid))
+    merged = merge_overlapping(incs)
+    assert len(incs) == 2 and len(merged) == 1
+    assert sorted(merged[0].detectors) == ["continuous_flow", "night_flow"]
+
+
+@pytest.mark.parametrize("cut_day", [26, 31, 37])
+def test_detectors_are_causal(cut_day: int) -> None:
+    """Results up to t never change when data after t is appended."""
+    flow = np.stack([household(seed=s) for s in range(3)])
+    flow[0, 24 * 25 + 7 :] += 0.01
+    flow[1, 24 * 30 + 11 :] += 0.6
+    cut = cut_day * 24 + 5
+    hour = cal(flow.shape[1])
+    runs = [
+        lambda f, h: detect_continuous_flow(f, threshold_m3h=0.0015),
+        lambda f, h: detect_night_flow(f, h),
+        lambda f, h: leakdb_reference(f, h),
+        lambda f, h: detect_bursts(f),
+    ]
+    for run in runs:
+        full, part = run(flow, hour), run(flow[:, :cut], hour[:cut])
+        np.testing.assert_array_equal(full.active[:, :cut], part.active)
+        np.testing.assert_array_equal(full.excess[:, :cut], part.excess)
+        np.testing.assert_array_equal(full.start_lag[:, :cut], part.start_lag)
