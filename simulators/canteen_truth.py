@@ -82,8 +82,9 @@ def _day_edges(days: NDArray[np.datetime64], tz: ZoneInfo) -> NDArray[np.int64]:
 def _profile(n_steps: int) -> NDArray[np.float64]:
     """Within-day shape: kitchen peaks at breakfast, lunch and dinner."""
     h = (np.arange(n_steps) + 0.5) * 24.0 / n_steps
-    shape = 0.3 + sum(a * np.exp(-0.5 * ((h - c) / 1.2) ** 2)
-                      for a, c in ((0.6, 7.0), (1.0, 11.5), (0.8, 17.5)))
+    shape = np.full(n_steps, 0.3)
+    for a, c in ((0.6, 7.0), (1.0, 11.5), (0.8, 17.5)):
+        shape += a * np.exp(-0.5 * ((h - c) / 1.2) ** 2)
     return np.asarray(shape / shape.sum(), dtype=np.float64)
 
 
@@ -120,7 +121,7 @@ def generate(seed: int, n_canteens: int = 3, first: date = date(2024, 9, 1), yea
     reporting = days >= report_from
 
     lines: list[str] = []
-    for i, d in enumerate(days):
+    for i in range(n):
         for s in range(0, int(edges[i + 1] - edges[i]), 3600):
             diurnal = -4.0 * np.cos(2 * np.pi * (s / 3600 - 3.0) / 24)
             lines.append(f"weather,meter=north-weather,campus=north "
@@ -135,7 +136,7 @@ def generate(seed: int, n_canteens: int = 3, first: date = date(2024, 9, 1), yea
         meals_by_type = {TERM: 1500.0, WEEKEND: 600.0, BREAK: 200.0}
         meals = np.array([meals_by_type[int(t)] for t in dtype]) * size \
             * (1 + rng.normal(0, 0.08, n)) * np.where(reporting, rng.uniform(0.95, 1.08), 1.0)
-        meals = np.round(np.maximum(meals, 0))
+        meals = np.round(np.maximum(meals, 0)).astype(np.float64)
         for i, d in enumerate(days):
             csv.append(f"{d},{cid},{int(meals[i])},{meals[i] * 11.5:.2f}")
         truth = {u: _true_savings(rng, TARGETS[u]) for u in UTILITIES}
