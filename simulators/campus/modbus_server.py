@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from pymodbus.constants import ExcCodes
 from pymodbus.exceptions import NoSuchIdException
 from pymodbus.server import ModbusTcpServer
-from pymodbus.simulator import DataType, SimData, SimDevice
+from pymodbus.simulator import DataType, SimAction, SimData, SimDevice
 
 from meterd.profiles import Profile, builtin_profiles
 from simulators.campus.clock import SimClock
@@ -58,10 +58,10 @@ class Unit:
             applied.append(fault.kind)
         return values, applied
 
-    def device(self, action: object) -> SimDevice:
+    def device(self, action: SimAction) -> SimDevice:
         block = SimData(address=self.start, count=self.length, values=0,
                         datatype=DataType.REGISTERS)
-        return SimDevice(id=self.meter.unit_id or 0, simdata=[block], action=action)  # type: ignore[arg-type]
+        return SimDevice(id=self.meter.unit_id or 0, simdata=[block], action=action)
 
 
 class CampusModbusServer:
@@ -79,7 +79,7 @@ class CampusModbusServer:
                              f"1..{len(self.units)}")
         self.server: ModbusTcpServer | None = None
 
-    def _action(self, unit_id: int):  # noqa: ANN202 - pymodbus checks it is a coroutine function
+    def _action(self, unit_id: int) -> SimAction:
         async def action(function_code: int, start_address: int, address: int, count: int,
                          registers: list[int], set_values: list[int] | list[bool] | None
                          ) -> ExcCodes | None:
