@@ -153,6 +153,8 @@ class Spool:
         """Apply the ``on_full`` policy inside the open transaction; return how many lines went."""
         if self._used_bytes(db) + incoming <= self.max_bytes:
             return 0
+        if self.on_full == "block" and self._pending == 0:
+            return 0  # a batch bigger than the whole spool must not be refused for ever
         if self.on_full == "block":
             raise SpoolFull(f"spool {self.path} is full ({self._used_bytes(db)} of {self.max_bytes} "
                             f"bytes, {self._pending} points waiting for InfluxDB)")

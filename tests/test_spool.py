@@ -177,3 +177,13 @@ def test_closed_or_unusable_spool_raises_spool_error(tmp_path: Path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SpoolError, match="cannot open spool"):
         Spool(tmp_path / "file" / "sub")
+
+
+def test_block_accepts_one_oversized_batch_into_an_empty_spool(tmp_path: Path):
+    # Refusing it would wedge the source for ever: the spool can never get emptier than empty.
+    with Spool(tmp_path, max_bytes=64 * 1024, on_full="block") as spool:
+        spool.append(lines(0, 2000))
+        assert spool.size_bytes() > 64 * 1024
+        with pytest.raises(SpoolFull):
+            spool.append(lines(2000, 1))
+        assert spool.pending() == 2000

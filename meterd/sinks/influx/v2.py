@@ -30,7 +30,9 @@ class V2Sink:
 
     def __init__(self, cfg: InfluxConfig) -> None:
         self.cfg = cfg
-        self.client = InfluxDBClient(url=cfg.url, token=v2_token(cfg), org=cfg.org,
+        # InfluxConfig's validator guarantees both for api = "v2".
+        self.org, self.bucket = str(cfg.org), str(cfg.bucket)
+        self.client = InfluxDBClient(url=cfg.url, token=v2_token(cfg), org=self.org,
                                      timeout=int(cfg.timeout_s * 1000), enable_gzip=True,
                                      retries=False)
         self.write_api = self.client.write_api(write_options=SYNCHRONOUS)
@@ -41,8 +43,10 @@ class V2Sink:
             return
         what = f"write of {len(lines)} points to {self.cfg.url} bucket {self.cfg.bucket!r}"
         try:
-            self.write_api.write(bucket=self.cfg.bucket, org=self.cfg.org, record=lines,
-                                 write_precision=WritePrecision.NS)
+            self.write_api.write(bucket=self.bucket, org=self.org, record=lines,
+                                 # the client annotates this as its enum class, but its
+                                 # constants are plain strings
+                                 write_precision=WritePrecision.NS)  # type: ignore[arg-type]
         except ApiException as exc:
             status = int(exc.status or 0)
             msg = f"{what} failed ({status}): {exc.message}"
