@@ -13,9 +13,10 @@ import contextlib
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client import Counter
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -133,7 +134,7 @@ class LinkPoller:
         next_due = time.monotonic()
         try:
             while not stop.is_set():
-                await self.cycle(stop)
+                await _until_stopped(self.cycle(stop), stop)
                 next_due = _next_tick(next_due, self.cfg.interval_s, time.monotonic())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(stop.wait(), max(0.0, next_due - time.monotonic()))
@@ -295,6 +296,23 @@ class LinkPoller:
         if task.backoff.failures:
             log.info("link %s meter %s answers again", self.link.name, task.meter.id)
         task.backoff.succeeded()
+
+
+async def _until_stopped(work: Coroutine[Any, Any, None], stop: asyncio.Event) -> None:
+    """Run ``work`` but abandon it when ``stop`` is set, so a hung request never delays shutdown."""
+    task = asyncio.ensure_future(work)
+    waiter = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        waiter.cancel()
+        if not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    if task.done() and not task.cancelled() and task.exception() is not None:
+        # A bug in one cycle must not end polling for good: log it loudly and poll again next time.
+        log.error("modbus poll cycle failed", exc_info=task.exception())
 
 
 def _next_tick(prev_due: float, interval_s: float, now: float) -> float:
