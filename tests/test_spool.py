@@ -177,6 +177,10 @@ def test_closed_or_unusable_spool_raises_spool_error(tmp_path: Path):
     (tmp_path / "file").write_text("")
     with pytest.raises(SpoolError, match="cannot open spool"):
         Spool(tmp_path / "file" / "sub")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "spool.db").write_bytes(b"not a database " * 100)
+    with pytest.raises(SpoolError, match="file is not a database"):
+        Spool(tmp_path / "bad")
 
 
 def test_block_accepts_one_oversized_batch_into_an_empty_spool(tmp_path: Path):
