@@ -329,6 +329,8 @@ class LiveMeter:
     def __init__(self, campus: Campus, meter: MeterSpec) -> None:
         self.campus, self.meter = campus, meter
         self._g = math.floor(campus.origin_s / GRID_S) * GRID_S
+        if meter.kind == "weather":  # no register to integrate
+            return
         tg = np.array([self._g, self._g + GRID_S])
         self._r = rate(campus, meter, tg)
         _, c0 = _interp(tg, self._r, _cumulative(tg, self._r), np.array([campus.origin_s]))
