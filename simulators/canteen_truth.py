@@ -222,3 +222,16 @@ def _config_toml(tz: str, influx_url: str, breaks: list[tuple[date, date]],
         *meters, *canteens,
         '[reports]\nto = ["logistics@example.edu"]\n',
     ])
+
+
+def write_site(url: str, site: SyntheticSite, db: str = "campus", chunk: int = 50_000) -> None:
+    """POST the site's line protocol (seconds precision) to an InfluxDB 1.x at ``url``."""
+    import requests
+
+    requests.post(f"{url}/query", params={"q": f'CREATE DATABASE "{db}"'},
+                  timeout=30).raise_for_status()
+    for i in range(0, len(site.lines), chunk):
+        resp = requests.post(f"{url}/write", params={"db": db, "precision": "s"},
+                             data="\n".join(site.lines[i:i + chunk]).encode(), timeout=120)
+        if resp.status_code != 204:
+            raise RuntimeError(f"write failed ({resp.status_code}): {resp.text[:300]}")

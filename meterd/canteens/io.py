@@ -19,8 +19,9 @@ from numpy.typing import NDArray
 
 from meterd.canteens.config import CanteenConfig
 
-# A consumption point covering more than this is a gap lump, not an ordinary reading.
-GAP_S = 2 * 3600
+# A consumption point covering more than this is a gap lump, not an ordinary reading; shorter
+# gaps stay on the day they end, which moves at most a few hours of use across midnight.
+GAP_S = 6 * 3600
 # How far past the window to look for a gap lump that started inside it.
 GAP_LOOKAHEAD = timedelta(days=31)
 
