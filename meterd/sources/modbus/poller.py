@@ -345,7 +345,8 @@ class ModbusPoller:
         try:
             await asyncio.gather(*(lp.run(stop) for lp in self.links))
         finally:
-            self.executor.shutdown(wait=True)
+            # Let an in-flight submit finish (it is one SQLite transaction) without blocking the loop.
+            await asyncio.to_thread(self.executor.shutdown, True)
 
 
 def plan_meter(cfg: Config, m: MeterConfig) -> list[Read]:
