@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
-from meterd.config import Config, parse_config
+from meterd.config import Config, ConfigError, parse_config
 from meterd.normalise.rejects import REJECTS
 from meterd.reading import Reading
 from meterd.sources.mqtt.client import MqttSource
@@ -350,3 +350,52 @@ def test_wrong_password_is_refused_and_logged_without_the_password(
         source.stop()
         logging.getLogger("meterd.mqtt").removeHandler(watch)
     assert "wrong-Pa55" not in caplog.text
+
+
+def test_thousands_of_topics_are_subscribed_in_chunks(mosquitto: MosquittoServer,
+                                                      client_id: str) -> None:
+    meters = [{"id": f"w{i:04d}", "kind": "water", "mqtt_topic": f"bulk/w{i:04d}"}
+              for i in range(1201)]
+    cfg = parse_config({"mqtt": {"url": mosquitto.url, "client_id": client_id},
+                        "meters": meters})
+    got = Collector()
+    source = start(cfg, got)  # ready: every SUBSCRIBE chunk acknowledged
+    try:
+        for topic in ("bulk/w0000", "bulk/w0500", "bulk/w1200"):
+            publish(mosquitto.port, topic, [f'{{"ts": {T0}, "volume_m3": 1}}'])
+        assert [r.meter for r in got.wait_readings(3)] == ["w0000", "w0500", "w1200"]
+    finally:
+        source.stop()
+
+
+def test_wildcard_topic_and_two_meters_sharing_one_topic(mosquitto: MosquittoServer,
+                                                         client_id: str) -> None:
+    cfg = parse_config({"mqtt": {"url": mosquitto.url, "client_id": client_id}, "meters": [
+        {"id": "gw-water", "kind": "water", "mqtt_topic": "gw/+/SENSOR",
+         "mqtt_map": {"W.vol": "volume_m3"}},
+        {"id": "gw-heat", "kind": "heat", "mqtt_topic": "gw/+/SENSOR",
+         "mqtt_map": {"H.kwh": "energy_kwh"}},
+    ]})
+    got = Collector()
+    source = start(cfg, got)
+    try:
+        publish(mosquitto.port, "gw/7/SENSOR",
+                [f'{{"ts": {T0}, "W": {{"vol": 12.5}}, "H": {{"kwh": 880}}}}'])
+        assert [(r.meter, r.fields) for r in got.wait_readings(2)] == [
+            ("gw-heat", {"energy_kwh": 880.0}), ("gw-water", {"volume_m3": 12.5})]
+    finally:
+        source.stop()
+
+
+@pytest.mark.parametrize(("mqtt", "message"), [
+    ({"url": "mqtts://127.0.0.1:8883", "ca_file": "/nonexistent/ca.crt"}, "mqtt.ca_file"),
+    ({"password_file": "PWFILE"}, "mqtt.username"),
+])
+def test_bad_connection_settings_fail_at_construction(tmp_path: Path, mqtt: dict[str, str],
+                                                      message: str) -> None:
+    pw = tmp_path / "pw"
+    pw.write_text("x\n")
+    mqtt = {k: str(pw) if v == "PWFILE" else v for k, v in mqtt.items()}
+    cfg = make_cfg(mqtt.pop("url", "mqtt://127.0.0.1:1883"), "unused", **mqtt)
+    with pytest.raises(ConfigError, match=message):
+        MqttSource(cfg, Collector())
