@@ -216,6 +216,11 @@ class Config(_Section):
             if m.profile is not None and m.profile not in profiles:
                 raise ConfigError(f"meters[id={m.id}].profile: unknown profile {m.profile!r}; "
                                   f"expected one of {sorted(profiles)}")
+            if m.profile in profiles:
+                extra = sorted({r.field for r in profiles[m.profile].registers} - set(FIELDS[m.kind]))
+                if extra:
+                    raise ConfigError(f"meters[id={m.id}].profile: {m.profile!r} reads {extra}, which "
+                                      f"are not {m.kind} fields {list(FIELDS[m.kind])}")
             if m.parent is not None and m.parent not in ids:
                 raise ConfigError(f"meters[id={m.id}].parent: no meter with id {m.parent!r}")
             if m.mqtt_topic is not None and self.mqtt is None:

@@ -89,6 +89,8 @@ def test_error_names_meter_key_and_expectation(tmp_path):
     ('[[meters]]\nid = "m1"\nkind = "water"\n', "meters[id=m1]: set either 'link'"),
     ('[[meters]]\nid = "m1"\nkind = "water"\nmqtt_topic = "t"\nparent = "zz"\n[mqtt]\n',
      "meters[id=m1].parent: no meter with id 'zz'"),
+    ('[[meters]]\nid = "m1"\nkind = "water"\nlink = "gw-north"\nunit_id = 1\nprofile = "eastron-sdm120"\n',
+     "meters[id=m1].profile: 'eastron-sdm120' reads ['current_l1_a'"),
     ('[influxdb]\napi = "v2"\n', "influxdb: api = 'v2' needs both 'org' and 'bucket'"),
     ('[influxdb]\nurl = "ftp://x"\n', "influxdb.url: expected an http:// or https:// URL"),
     ('[influxdb]\npasword_file = "x"\n', "influxdb.pasword_file"),
