@@ -132,6 +132,7 @@ def canteen_section(cr: CanteenResult, results: list[CanteenResult], currency: s
     qual = "".join(_quality_row(r) for r in utils)
     return (
         f"<section id='{html.escape(cr.canteen.id)}'><h2>{html.escape(cr.canteen.label)}</h2>"
+        "<h3>Actual against expected use; CUSUM of savings</h3>"
         f"<img alt='charts for {html.escape(cr.canteen.id)}' src='{canteen_chart(cr)}'>"
         "<h3>Savings and indicators</h3><table><tr><th>utility</th><th>actual</th>"
         "<th>expected</th><th>savings % (±90 %)</th><th>target %</th><th>verdict</th>"
