@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meterd.analysis.hourly import FloatArray
+from meterd.analysis.hourly import BoolArray, FloatArray
 from meterd.analysis.incidents import Alarm
 
 
@@ -19,6 +19,8 @@ def detect_continuous_flow(
     threshold_m3h: float = 0.0,
     window_h: float = 24.0,
     quiet_h: float = 1.0,
+    night_end: BoolArray | None = None,
+    night_run_h: float = 12.0,
 ) -> Alarm:
     """Alarm while no quiet period has occurred within the last ``window_h`` hours.
 
@@ -35,6 +37,13 @@ def detect_continuous_flow(
         The alarm holds when no quiet period ended within this many hours (vendors: 24 h).
     quiet_h : float
         Length of the quiet period that clears the alarm (vendors: 1 h). Rounded to whole bins.
+    night_end : array of bool, shape (n_bins,), optional
+        Bins that close the site's night window. When given, the alarm also opens at the end of a
+        night if flow has not stopped for ``night_run_h`` hours by then: a household or toilet
+        block that kept running through the whole night is the strongest evidence, and saying so
+        at dawn is earlier than waiting for the full ``window_h``.
+    night_run_h : float
+        Uninterrupted hours of flow at the end of the night that open the alarm early.
 
     Returns
     -------
@@ -67,7 +76,17 @@ def detect_continuous_flow(
     idx = np.broadcast_to(np.arange(n), flow.shape)
     last_end = np.maximum.accumulate(np.where(period_end, idx, -1), axis=1)
     lag = np.where(last_end >= 0, idx - last_end - 1, idx)
-    floor = _rolling_min(np.where(np.isnan(flow), np.inf, flow), win)
+    if night_end is not None:
+        run_need = max(1, round(night_run_h * 3600 / step_s))
+        dawn = night_end[None, :] & (lag + 1 >= run_need) & (last_end >= 0)
+        latched = np.maximum.accumulate(np.where(dawn, idx, -1), axis=1)
+        # Latched at a dawn that lies inside the current run of flow: stays on until flow stops.
+        active |= (latched > last_end) & ~period_end
+    vals = np.where(np.isnan(flow), np.inf, flow)
+    floor = _rolling_min(vals, win)
+    if night_end is not None:
+        # Latched at dawn before a full window: the floor is that of the run so far.
+        floor = np.where(recent == 0, floor, _rolling_min(vals, run_need))
     excess = np.where(active, np.where(np.isfinite(floor), floor, 0.0), 0.0)
     return Alarm("continuous_flow", active, excess.astype(np.float32), lag.astype(np.int32))
 

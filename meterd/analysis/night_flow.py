@@ -54,13 +54,8 @@ def night_minimum(
     .. [1] Vrachimis, S. G., et al. (2018). "LeakDB: a benchmark dataset for leakage diagnosis in
        water distribution networks". WDSA/CCWI Joint Conference, Kingston, Ontario.
     """
-    width = hour_bins(step_s)
-    hourly = rolling_mean(flow, width)
-    step_h = step_s / 3600.0
-    first_end = night[0] + width * step_h - step_h  # the first 1-h mean that lies inside the night
-    lo, hi = first_end % 24, night[1]
-    in_win = ((local_hour >= lo) & (local_hour < hi)) if lo < hi else (
-        (local_hour >= lo) | (local_hour < hi))
+    hourly = rolling_mean(flow, hour_bins(step_s))
+    in_win = night_bins(local_hour, step_s, night)
     starts = np.flatnonzero(in_win & ~np.r_[False, in_win[:-1]])
     ends = np.flatnonzero(in_win & ~np.r_[in_win[1:], False])
     if starts.size == 0:
@@ -70,6 +65,23 @@ def night_minimum(
     mnf = np.minimum.reduceat(vals, seg_starts, axis=1)
     mnf[~np.isfinite(mnf)] = np.nan
     return Nights(mnf, ends.astype(np.int64))
+
+
+def night_bins(local_hour: FloatArray, step_s: int, night: tuple[float, float]) -> BoolArray:
+    """Bins whose trailing 1-hour mean lies inside the night window."""
+    step_h = step_s / 3600.0
+    first_end = night[0] + hour_bins(step_s) * step_h - step_h
+    lo, hi = first_end % 24, night[1]
+    if lo < hi:
+        return np.asarray((local_hour >= lo) & (local_hour < hi), dtype=bool)
+    return np.asarray((local_hour >= lo) | (local_hour < hi), dtype=bool)
+
+
+def night_ends(local_hour: FloatArray, step_s: int = 3600,
+               night: tuple[float, float] = (2.0, 5.0)) -> BoolArray:
+    """The last bin of each night window: when that night's MNF becomes known."""
+    in_win = night_bins(local_hour, step_s, night)
+    return np.asarray(in_win & ~np.r_[in_win[1:], False], dtype=bool)
 
 
 def detect_night_flow(

@@ -29,6 +29,7 @@ class NightFlowSettings(_Section):
     allowance_rel: float = Field(default=0.1, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
+    normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")
     def _window(self) -> NightFlowSettings:
@@ -45,6 +46,7 @@ class ContinuousFlowSettings(_Section):
     window_h: float = Field(default=24.0, gt=0, le=24 * 14)
     quiet_h: float = Field(default=1.0, gt=0)
     all_meters: bool = False  # False: only meters with normally_zero = true
+    night_run_h: float | None = Field(default=20.0, gt=0)  # open at dawn after this long; None: off
 
 
 class BurstSettings(_Section):
@@ -55,9 +57,9 @@ class BurstSettings(_Section):
     weeks: int = Field(default=4, ge=1, le=12)
     min_weeks: int = Field(default=2, ge=1)
     k: float = Field(default=1.0, ge=0)
-    h: float = Field(default=6.0, gt=0)
+    h: float = Field(default=14.0, gt=0)
     min_sigma_m3h: float = Field(default=0.05, gt=0)
-    min_excess_m3h: float = Field(default=0.25, ge=0)
+    min_excess_m3h: float = Field(default=0.29, ge=0)
     close_bins: int = Field(default=2, ge=1)
 
 

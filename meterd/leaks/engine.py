@@ -16,7 +16,7 @@ from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow
 from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar
 from meterd.analysis.incidents import Alarm, Incident, episodes, merge_overlapping
-from meterd.analysis.night_flow import detect_night_flow
+from meterd.analysis.night_flow import detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.stopped import detect_stopped
 from meterd.leaks.config import LeaksConfig
@@ -53,15 +53,18 @@ def detect(
 
     all_rows = list(range(len(meters)))
     s_n = settings.night
-    if s_n.enabled and meters:
-        add(all_rows, detect_night_flow(
-            flow, cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
+    rows = [i for i, m in enumerate(meters) if s_n.normally_zero_meters or not m.normally_zero]
+    if s_n.enabled and rows:
+        add(rows, detect_night_flow(
+            flow[rows], cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
             s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights))
     s_c = settings.continuous
     rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero]
     if s_c.enabled and rows:
+        dawn = None if s_c.night_run_h is None else night_ends(cal.hour, step,
+                                                                (s_n.start_h, s_n.end_h))
         add(rows, detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
-                                         s_c.quiet_h))
+                                         s_c.quiet_h, dawn, s_c.night_run_h or 0.0))
     s_b = settings.bursts
     if s_b.enabled and meters:
         add(all_rows, detect_bursts(
