@@ -150,7 +150,8 @@ def _plateau(h: Array, on: float, off: float, width: float = 0.4) -> Array:
     return 1.0 / (1.0 + np.exp(-(h - on) / width)) - 1.0 / (1.0 + np.exp(-(h - off) / width))
 
 
-def occupancy_shape(use: str, hour: Array, weekend: Array, term_break: Array) -> Array:
+def occupancy_shape(use: str, hour: Array, weekend: NDArray[np.bool_], term_break: NDArray[np.bool_]
+                    ) -> Array:
     """Fraction of peak load (about 0.05-1.1) for a building use at local ``hour``.
 
     Parameters
