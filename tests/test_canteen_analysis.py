@@ -85,7 +85,7 @@ def test_spread_gaps_keeps_the_total_and_marks_days() -> None:
     assert removed.tolist() == [0, 0, 0, 120.0, 0, 0]
     assert added.sum() == pytest.approx(120.0)
     assert added[1:4] == pytest.approx([30, 60, 30])
-    assert touched.tolist() == [False, False, True, True, False, False]
+    assert touched.tolist() == [False, True, True, True, False, False]
     # Half of a gap before the window stays outside it.
     _, added, _ = spread_gaps(edges, [86400.0], [2 * 86400.0], [100.0])
     assert added.sum() == pytest.approx(50.0)
