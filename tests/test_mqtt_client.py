@@ -399,3 +399,24 @@ def test_bad_connection_settings_fail_at_construction(tmp_path: Path, mqtt: dict
     cfg = make_cfg(mqtt.pop("url", "mqtt://127.0.0.1:1883"), "unused", **mqtt)
     with pytest.raises(ConfigError, match=message):
         MqttSource(cfg, Collector())
+
+
+def test_a_parser_bug_is_counted_and_does_not_stall_the_session(
+        mosquitto: MosquittoServer, running: tuple[MqttSource, Collector],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Our own parser raising (a bug, not bad input) must not block every later message."""
+    import meterd.sources.mqtt.client as client_module
+
+    real = client_module.parse_payload
+
+    def buggy(payload: bytes, *args: Any) -> Any:
+        if b"trigger-bug" in payload:
+            raise ZeroDivisionError("simulated parser bug")
+        return real(payload, *args)
+
+    monkeypatch.setattr(client_module, "parse_payload", buggy)
+    _, got = running
+    before = REJECTS.total("internal_error")
+    publish(mosquitto.port, WATER_TOPIC, ['{"trigger-bug": 1}', f'{{"ts": {T0}, "volume_m3": 3}}'])
+    assert got.wait_readings(1) == [water(T0 * 10**9, 3.0)]
+    assert REJECTS.total("internal_error") - before == 1

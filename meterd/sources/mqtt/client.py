@@ -27,6 +27,7 @@ from prometheus_client import Counter
 
 from meterd.config import Config, ConfigError, MeterConfig, MqttConfig
 from meterd.normalise.rejects import REJECTS
+from meterd.normalise.validate import Invalid
 from meterd.reading import Reading
 from meterd.secrets import read_secret
 from meterd.sources.mqtt.payload import parse_payload
@@ -269,7 +270,11 @@ class MqttSource:
         readings: list[Reading] = []
         rejected = 0
         for meter in meters:
-            good, bad = parse_payload(msg.payload, meter, msg.received_ns, self._tz)
+            try:
+                good, bad = parse_payload(msg.payload, meter, msg.received_ns, self._tz)
+            except Exception as exc:  # a parser bug must not stall the session on one message
+                log.exception("parsing a message on %s for meter %s failed", msg.topic, meter.id)
+                good, bad = [], [Invalid("internal_error", f"meter {meter.id}: {exc!r}")]
             readings += good
             rejected += len(bad)
             for inv in bad:
