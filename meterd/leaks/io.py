@@ -1,0 +1,93 @@
+"""InfluxQL adapter: water consumption from InfluxDB into a flow grid; incidents back as lines.
+
+The detectors never see InfluxDB; this module is the only place that knows the schema
+(``consumption`` points with ``volume_m3`` and ``interval_s``, tagged ``meter`` and ``kind``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from meterd.analysis.hourly import FloatArray, Grid, bin_consumption
+from meterd.analysis.incidents import Incident
+from meterd.config import Config
+from meterd.fields import CONSUMPTION_MEASUREMENT
+from meterd.leaks.engine import MeterInfo
+from meterd.normalise.rejects import REJECTS
+from meterd.reading import Reading
+from meterd.sinks.influx.lineprotocol import encode
+
+log = logging.getLogger(__name__)
+Query = Callable[[str], list[dict[str, Any]]]
+
+
+def water_meters(cfg: Config) -> list[MeterInfo]:
+    """The configured water meters, in config order."""
+    return [MeterInfo(m.id, m.building, m.parent, m.normally_zero, m.accuracy)
+            for m in cfg.meters if m.kind == "water"]
+
+
+def consumption_query(start_s: int, end_s: int) -> str:
+    # Points are stamped at the END of their interval, so (start, end] holds the grid's data.
+    return (f'SELECT "volume_m3", "interval_s" FROM "{CONSUMPTION_MEASUREMENT}" '
+            f"WHERE \"kind\" = 'water' AND time > {start_s}s AND time <= {end_s}s "
+            f'GROUP BY "meter"')
+
+
+def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
+               max_interval_s: float | None = None) -> FloatArray:
+    """Flow grid (m³/h) of ``meters`` over ``grid``; meters without data are all NaN."""
+    flow = np.full((len(meters), grid.n), np.nan)
+    rows = {m.id: i for i, m in enumerate(meters)}
+    end = grid.t0_s + grid.n * grid.step_s
+    for series in query(consumption_query(grid.t0_s, end)):
+        meter = (series.get("tags") or {}).get("meter")
+        if meter not in rows:
+            continue
+        cols = series["columns"]
+        try:
+            vals = np.array([[np.nan if v is None else float(v) for v in row]
+                             for row in series["values"]], dtype=float)
+        except (TypeError, ValueError) as exc:
+            REJECTS.reject("leaks", "bad_consumption", f"meter {meter}: {exc}")
+            continue
+        if vals.size == 0:
+            continue
+        t, vol, iv = (vals[:, cols.index(c)] for c in ("time", "volume_m3", "interval_s"))
+        flow[rows[meter]] = bin_consumption(grid, t, vol, iv, max_interval_s)
+    return flow
+
+
+
+
+def incident_lines(incidents: Sequence[Incident], measurement: str,
+                   tags_of: dict[str, dict[str, str]]) -> list[str]:
+    """Line protocol, one point per incident at its start time (rewritten as it evolves).
+
+    Series = ``meter`` + ``type`` tags, time = start estimate, so re-writing an incident when it
+    grows or closes overwrites the same point instead of adding another.
+    """
+    lines = []
+    for inc in incidents:
+        tags = {**tags_of.get(inc.meter, {}), "meter": inc.meter, "type": inc.type}
+        fields = {"detected_at": float(inc.detected_at), "rate_m3h": inc.rate_m3h,
+                  "volume_m3": inc.volume_m3, "cost": inc.cost,
+                  "open": 1.0 if inc.end is None else 0.0}
+        if inc.end is not None:
+            fields["end"] = float(inc.end)
+        lines.append(encode(Reading(measurement, tags, fields, inc.start * 1_000_000_000,
+                                    inc.meter)))
+    return lines
+
+
+def meter_tags(cfg: Config) -> dict[str, dict[str, str]]:
+    """Tags of each water meter (campus, building) so incidents group like readings."""
+    out = {m.id: {k: v for k, v in m.tags.items() if k != "meter"} for m in cfg.meters}
+    for m in cfg.meters:
+        if m.parent:
+            out.setdefault(f"zone:{m.parent}", out.get(m.parent, {}))
+    return out

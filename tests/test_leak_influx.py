@@ -1,0 +1,124 @@
+"""`meterd leaks` replay and the scheduled LeakJob against a real influxd."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+
+from meterd.cli import main
+from meterd.config import load_config
+from meterd.leaks.job import LeakJob
+from meterd.sinks.influx.query import InfluxQL
+from simulators.local_servers import InfluxServer
+
+T0 = 1_735_689_600  # 2025-01-01 00:00 UTC
+LEAK_ON, LEAK_OFF = T0 + (25 * 24 + 10) * 3600, T0 + (28 * 24 + 10) * 3600
+
+
+def lines() -> list[str]:
+    rng = np.random.default_rng(7)
+    out = []
+    for h in range(1, 31 * 24):
+        ts = T0 + h * 3600
+        hour = (h - 1) % 24
+        for meter in ("wc1", "wc2"):
+            use = float(rng.exponential(0.02)) if 7 <= hour < 22 and rng.random() < 0.5 else 0.0
+            if meter == "wc1" and LEAK_ON < ts <= LEAK_OFF:
+                use += 0.01
+            out.append(f"consumption,kind=water,meter={meter},building=B1 "
+                       f"volume_m3={round(use, 3)},interval_s=3600.0 {ts}")
+    return out
+
+
+@pytest.fixture
+def loaded(influxd: InfluxServer, tmp_path: Path) -> Path:
+    requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
+    r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(lines()),
+                      timeout=30)
+    assert r.status_code == 204, r.text
+    cfg = tmp_path / "meterd.toml"
+    cfg.write_text(f"""
+[influxdb]
+url = "{influxd.url}"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[tariffs]
+water_per_m3 = 4.0
+[[meters]]
+id = "wc1"
+kind = "water"
+building = "B1"
+mqtt_topic = "m/wc1"
+normally_zero = true
+[[meters]]
+id = "wc2"
+kind = "water"
+building = "B1"
+mqtt_topic = "m/wc2"
+normally_zero = true
+""")
+    return cfg
+
+
+def replay(cfg: Path, end: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
+    assert main(["leaks", "-c", str(cfg), "--start", "2025-01-20T00:00:00+00:00",
+                 "--end", end, "--json"]) == 0
+    return list(json.loads(capsys.readouterr().out))
+
+
+def test_replay_reports_the_leak_once_and_causally(loaded: Path,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    full = replay(loaded, "2025-01-31T00:00:00+00:00", capsys)
+    assert [(i["meter"], i["type"]) for i in full] == [("wc1", "continuous_flow")]
+    inc = full[0]
+    detected = datetime.fromisoformat(str(inc["detected_at"])).timestamp()
+    assert LEAK_ON < detected <= LEAK_ON + 24 * 3600
+    assert datetime.fromisoformat(str(inc["end"])).timestamp() == pytest.approx(LEAK_OFF, abs=3 * 3600)
+    assert float(inc["rate_m3h"]) == pytest.approx(0.01, abs=0.003)  # type: ignore[arg-type]
+    assert float(inc["cost"]) == pytest.approx(4.0 * float(inc["volume_m3"]), rel=1e-3)  # type: ignore[arg-type]
+    # Cut the period while the leak is on: same detection moment, still open.
+    part = replay(loaded, "2025-01-28T00:00:00+00:00", capsys)
+    assert part[0]["detected_at"] == inc["detected_at"] and part[0]["end"] is None
+
+
+def test_replay_table_and_bad_period(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["leaks", "-c", str(loaded), "--start", "2025-01-20", "--end", "2025-01-31"]) == 0
+    assert "continuous_flow" in capsys.readouterr().out
+    assert main(["leaks", "-c", str(loaded), "--start", "2025-01-20", "--end", "2025-01-19"]) == 2
+    assert "--end must be after --start" in capsys.readouterr().err
+
+
+def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServer,
+                                               tmp_path: Path) -> None:
+    cfg = load_config(loaded)
+
+    def write(batch: list[str]) -> None:
+        r = requests.post(f"{influxd.url}/write?db=campus&precision=ns", data="\n".join(batch),
+                          timeout=10)
+        assert r.status_code == 204, r.text
+
+    def at(day: int, hour: int) -> datetime:
+        return datetime.fromtimestamp(T0 + (day * 24 + hour) * 3600, UTC)
+
+    state = tmp_path / "state"
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, write, state)
+    assert job.run_once(at(25, 0)) == []
+    opened = job.run_once(at(26, 12))
+    assert [(i.meter, i.end) for i in opened] == [("wc1", None)]
+    assert job.run_once(at(26, 13)) == []
+    job.close()
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, write, state)  # a restart
+    assert [i.meter for i in job.open_incidents()] == ["wc1"]
+    assert job.run_once(at(27, 18)) == []
+    closed = job.run_once(at(29, 0))
+    assert len(closed) == 1 and closed[0].end is not None and closed[0].start == opened[0].start
+    assert job.run_once(at(30, 0)) == [] and job.open_incidents() == []
+    series = influxd.query('SELECT * FROM "incidents"', db="campus")
+    assert len(series) == 1 and len(series[0]["values"]) == 1  # type: ignore[arg-type]
+    row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))  # type: ignore[call-overload]
+    assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
