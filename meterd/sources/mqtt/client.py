@@ -217,7 +217,7 @@ class MqttSource:
             log.warning("disconnected from %s (%s); reconnecting", self._mcfg.url, reason)
 
     def _on_message(self, _client: mqtt.Client, _userdata: Any, msg: mqtt.MQTTMessage) -> None:
-        self._queue.put(_Message(msg.topic, msg.payload, msg.mid, msg.qos, time.time_ns(),
+        self._queue.put(_Message(msg.topic, bytes(msg.payload), msg.mid, msg.qos, time.time_ns(),
                                  self._connection))
 
     # -- worker thread ------------------------------------------------------------------

@@ -116,12 +116,9 @@ def _depth(doc: Any) -> int:
     stack: list[tuple[Any, int]] = [(doc, 1)]
     while stack:
         node, level = stack.pop()
-        if isinstance(node, dict):
-            children = node.values()
-        elif isinstance(node, list):
-            children = node
-        else:
+        if not isinstance(node, dict | list):
             continue
+        children = node.values() if isinstance(node, dict) else node
         deepest = max(deepest, level)
         stack.extend((child, level + 1) for child in children)
     return deepest
