@@ -62,15 +62,15 @@ NIGHT_FLOW = (
     f'WHERE $timeFilter GROUP BY time(1d, 2h), "meter" fill(none) OFFSET 1 {TZ}) '
     'WHERE "mnf" >= 0 AND $timeFilter GROUP BY "meter"')
 
-OPEN_INCIDENTS = (
-    'SELECT "rate_m3h", "volume_m3" FROM ('
-    'SELECT last("open") AS "open", "rate_m3h", "volume_m3" FROM "incidents" '
-    'WHERE "meter" =~ /^$meter$/ AND $timeFilter GROUP BY "meter", "type") '
-    'WHERE "open" = 1 GROUP BY "meter", "type"')
+# The leak job writes one point per incident at its start and overwrites it as the incident grows
+# and closes (meterd/leaks/io.py), so "open" is simply open = 1. No time filter: an incident that
+# started before the dashboard's range and is still open must be listed.
+INCIDENT_FILTER = '"campus" =~ /^$campus$/ AND "building" =~ /^$building$/ AND "meter" =~ /^$meter$/'
+OPEN_INCIDENTS = ('SELECT "meter", "type", "rate_m3h", "volume_m3" FROM "incidents" '
+                  f'WHERE "open" = 1 AND {INCIDENT_FILTER}')
 
-INCIDENT_ANNOTATIONS = (
-    'SELECT "rate_m3h", "volume_m3", "meter", "type" FROM "incidents" '
-    'WHERE "open" = 1 AND "meter" =~ /^$meter$/ AND $timeFilter')
+INCIDENT_ANNOTATIONS = ('SELECT "rate_m3h", "volume_m3", "meter", "type" FROM "incidents" '
+                        f'WHERE "open" = 1 AND {INCIDENT_FILTER} AND $timeFilter')
 
 METER_EVENTS = ('SELECT count("after") FROM "meter_events" WHERE ' + FILTER
                 + ' GROUP BY "meter", "type"')
@@ -191,7 +191,7 @@ def water() -> dict[str, Any]:
     annotation = {
         "datasource": INFLUX, "enable": True, "iconColor": "red", "name": "Leak incidents (open)",
         "query": INCIDENT_ANNOTATIONS, "titleColumn": "meter", "tagsColumn": "type",
-        "textColumn": "rate_m3h",
+        "textColumn": "rate_m3h",  # m³/h; the annotation marks the start
     }
     panels = [
         panel("Hourly water consumption per meter", [influx_target("A", HOURLY_WATER,
@@ -202,8 +202,8 @@ def water() -> dict[str, Any]:
                           "per night: the usual leak indicator for a building that should be "
                           "empty at night."),
         panel("Open leak incidents", [influx_target("A", OPEN_INCIDENTS, fmt="table")], "short",
-              kind="table", description="The last state of each incident in the time range, "
-                                        "where it is still open."),
+              kind="table", description="Every incident still open, however long ago it "
+                                        "started; time is its start."),
     ]
     return dashboard("meterd-water-leaks", "meterd / Water and leaks", panels,
                      [tz_variable(), CAMPUS, BUILDING, METER], [annotation],

@@ -93,10 +93,17 @@ def dataset() -> list[str]:
         f" before=1234.5,after=0 {D0 + 2 * H}",
         f"meter_events,{_tags('e4', 'south', 'lab', None, kind='electricity', type='backwards')}"
         f" before=10,after=9 {D0 + 3 * H}",
-        f"incidents,meter=w1,type=night_flow rate_m3h=0.2,volume_m3=0.6,open=1 {D0 + 4 * H}",
-        f"incidents,meter=w1,type=night_flow rate_m3h=0.2,volume_m3=5.4,open=1 {D0 + 28 * H}",
-        f"incidents,meter=w2,type=continuous_flow rate_m3h=0.4,volume_m3=2,open=1 {D0 + 5 * H}",
-        f"incidents,meter=w2,type=continuous_flow rate_m3h=0,volume_m3=6,open=0 {D0 + 20 * H}",
+        # One point per incident at its start, overwritten as it evolves (meterd/leaks/io.py).
+        f"incidents,{_tags('w1', 'north', 'library', None, type='night_flow')} rate_m3h=0.2,"
+        f"volume_m3=0.6,open=0,end={D0 + 8 * H} {D0 + 4 * H}",
+        f"incidents,{_tags('w1', 'north', 'library', None, type='night_flow')} rate_m3h=0.2,"
+        f"volume_m3=5.4,open=1 {D0 + 28 * H}",
+        f"incidents,{_tags('w2', 'north', 'canteen_a', None, type='continuous_flow')} "
+        f"rate_m3h=0.4,volume_m3=2,open=1 {D0 + 5 * H}",
+        f"incidents,{_tags('w1', 'north', 'library', None, type='burst')} rate_m3h=3,"
+        f"volume_m3=700,open=1 {D0 - 10 * DAY}",  # still open, started before the range
+        f"incidents,{_tags('w3', 'south', 'lab', None, type='burst')} rate_m3h=9,"
+        f"volume_m3=9,open=1 {D0 + 6 * H}",  # another campus
         f"canteen_activity,canteen=c1 meals=500,revenue=6000 {D0}",
         f"canteen_activity,canteen=c1 meals=400 {D0 + DAY}",
         f"canteen_activity,canteen=c2 meals=100 {D0}",
@@ -140,9 +147,9 @@ EXPECTED: dict[tuple[str, str, str], Series] = {
     ("water-leaks.json", "Minimum night flow (02:00-05:00) per meter", "A"): series(
         {"w1": both_days(0.2, 2 * H), "w2": both_days(0.4, 2 * H)}, "meter"),
     ("water-leaks.json", "Open leak incidents", "A"): {
-        (("meter", "w1"), ("type", "night_flow")): {D0 + 28 * H: 0.2}},
+        (): {D0 - 10 * DAY: "w1", D0 + 5 * H: "w2", D0 + 28 * H: "w1"}},
     ("water-leaks.json", "annotation: Leak incidents (open)", "query"): {
-        (): {D0 + 4 * H: 0.2, D0 + 5 * H: 0.4, D0 + 28 * H: 0.2}},
+        (): {D0 + 5 * H: 0.4, D0 + 28 * H: 0.2}},
     ("canteens.json", "Daily electricity per canteen", "A"): series({"c1": both_days(480.0)},
                                                                     "canteen"),
     ("canteens.json", "Daily water per canteen", "A"): series({"c1": both_days(9.6)}, "canteen"),
