@@ -210,10 +210,11 @@ def test_submit_that_raises_is_retried_with_the_same_batch(
         source.stop()
 
 
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 def test_unacked_messages_are_redelivered_to_the_next_session(
-        mosquitto: MosquittoServer, client_id: str) -> None:
+        mosquitto: MosquittoServer, client_id: str, protocol: str) -> None:
     """No PUBACK while submit fails: a restarted meterd gets the messages from the broker again."""
-    cfg = make_cfg(mosquitto.url, client_id)
+    cfg = make_cfg(mosquitto.url, client_id, protocol=protocol)
     failing = Collector(fail_first=10**9)
     source = start(cfg, failing)
     publish(mosquitto.port, WATER_TOPIC, [f'{{"ts": {T0 + i}, "volume_m3": {i}}}'
