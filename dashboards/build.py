@@ -264,6 +264,12 @@ def health() -> dict[str, Any]:
         panel("Readings received by measurement", [prom_target(
             "A", f"sum by (measurement) (rate(meterd_readings_received_total{rate}))",
             "{{measurement}}")], "reqps", ds=PROM),
+        panel("InfluxDB write errors by kind", [prom_target(
+            "A", f"sum by (kind) (rate(meterd_influx_write_errors_total{rate}))", "{{kind}}")],
+            "reqps", ds=PROM),
+        panel("Points dropped because the spool was full", [prom_target(
+            "A", f"sum(increase(meterd_spool_dropped_total{rate}))", "dropped")], "short",
+            ds=PROM, description="Non-zero only with [spool] on_full = \"drop_oldest\": data loss."),
         panel("meterd up", [prom_target("A", 'up{job="meterd"}', "{{instance}}")], "none",
               kind="stat", ds=PROM),
     ]

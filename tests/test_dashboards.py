@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -331,6 +331,9 @@ def _prom_text(ts_ms: int, pending: int, rejected: int) -> str:
             f'reason="non_numeric"}} {rejected} {ts_ms}\n'
             f'meterd_readings_received_total{{job="meterd",instance="a:9108",'
             f'measurement="water"}} {rejected * 10} {ts_ms}\n'
+            f'meterd_influx_write_errors_total{{job="meterd",instance="a:9108",kind="timeout"}}'
+            f' {rejected // 2} {ts_ms}\n'
+            f'meterd_spool_dropped_total{{job="meterd",instance="a:9108"}} 0 {ts_ms}\n'
             f'up{{job="meterd",instance="a:9108"}} 1 {ts_ms}\n')
 
 
@@ -357,10 +360,7 @@ def test_health_dashboard_promql_against_victoria(tmp_path: Path) -> None:
     assert results["Spool pending readings"] == [70.0]
     assert results["Rejected readings by reason"] == pytest.approx([0.1])
     assert results["Readings received by measurement"] == pytest.approx([1.0])
+    assert results["InfluxDB write errors by kind"] == pytest.approx([0.05])
+    assert results["Points dropped because the spool was full"] == [0.0]
     assert results["meterd up"] == [1.0]
 
-
-def test_build_py_is_importable_without_side_effects() -> None:
-    build: Any = _load_build()
-    render: Callable[[str], str] = build.render
-    assert json.loads(render("water-leaks.json"))["uid"] == "meterd-water-leaks"
