@@ -148,6 +148,9 @@ class MosquittoServer(LocalServer):
         super().__init__(workdir)
         (self.workdir / "mosquitto.conf").write_text(f"""
 listener {self.port} 127.0.0.1
+# As root, mosquitto would drop to the 'mosquitto' user, which cannot write the private temp dir,
+# and silently run without persistence. Without root this line has no effect.
+user root
 allow_anonymous true
 persistence true
 persistence_location {self.workdir}/
