@@ -130,7 +130,7 @@ def generate(seed: int, n_canteens: int = 3, first: date = date(2024, 9, 1), yea
     csv = ["date,canteen,meals,revenue"]
     canteen_toml, meter_toml = [], []
     for c in range(n_canteens):
-        cid = f"canteen-{chr(ord('a') + c)}"
+        cid = f"canteen-{chr(ord('a') + c)}" if c < 26 else f"canteen-{c:03d}"
         site.canteens.append(cid)
         size = float(rng.uniform(0.5, 2.0))
         meals_by_type = {TERM: 1500.0, WEEKEND: 600.0, BREAK: 200.0}
