@@ -18,7 +18,7 @@ EXIT_DATA = 3
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("canteens", help="per-canteen consumption against savings targets",
                               description="Savings of each canteen against its baseline over "
-                              "[--start, --end) or --month, with 90 %% uncertainty.")
+                              "[--start, --end) or --month, with 90 percent uncertainty.")
     p.add_argument("-c", "--config", required=True, type=Path, help="meterd TOML config")
     p.add_argument("--start", type=_date, help="first day, YYYY-MM-DD (inclusive)")
     p.add_argument("--end", type=_date, help="last day, YYYY-MM-DD (exclusive)")
