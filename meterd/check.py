@@ -13,6 +13,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from meterd.config import Config, ConfigError, LinkConfig, MqttConfig, load_config
+from meterd.daemon import validate_features
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -90,6 +91,7 @@ def _run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
 def cmd_check(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
+        validate_features(cfg)
     except ConfigError as exc:
         print(f"config: FAIL\n{exc}")
         return 2

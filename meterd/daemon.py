@@ -40,22 +40,22 @@ async def _every(interval_s: float, stop: asyncio.Event, job: Callable[[], Await
 
 
 def _leak_task(cfg: Config, ingest: Any, stop: asyncio.Event) -> Awaitable[None] | None:
-    try:
-        from meterd.leaks.job import LeakJob, leak_settings
-    except ImportError:
-        return None
-    settings = leak_settings(cfg)
+    from meterd.leaks.config import leaks_config
+
+    settings = leaks_config(cfg)
     if not settings.enabled or not any(m.kind == "water" for m in cfg.meters):
         return None
     from datetime import UTC, datetime
 
+    from meterd.leaks.job import LeakJob
     from meterd.sinks.influx.query import InfluxQL
 
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb), ingest.write_lines, cfg.spool.dir / "leaks")
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, ingest.write_lines, cfg.spool.dir / "leaks")
 
     async def run() -> None:
-        incidents = await asyncio.to_thread(job.run_once, datetime.now(UTC))
-        log.info("leak detection ran: %d incidents open or changed", len(incidents))
+        changed = await asyncio.to_thread(job.run_once, datetime.now(UTC))
+        log.info("leak detection ran: %d incidents opened or closed, %d open", len(changed),
+                 len(job.open_incidents()))
 
     return _every(settings.interval_s, stop, run)
 
@@ -118,9 +118,17 @@ def _start_metrics(cfg: Config) -> None:
     log.info("Prometheus metrics on http://%s:%d/metrics", cfg.metrics.host, cfg.metrics.port)
 
 
+def validate_features(cfg: Config) -> None:
+    """Validate the sections owned by features (``[leaks]``), so a typo stops start-up, not a job."""
+    from meterd.leaks.config import leaks_config
+
+    leaks_config(cfg)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     try:
         cfg = load_config(args.config)
+        validate_features(cfg)
     except ConfigError as exc:
         print(f"meterd: {exc}")
         return 2
