@@ -8,12 +8,12 @@ the alarm within the first bin, i.e. within the hour at 15-min or hourly resolut
 
 from __future__ import annotations
 
-import warnings
 from typing import Literal
 
 import numpy as np
+from numpy.typing import NDArray
 
-from meterd.analysis.hourly import FloatArray
+from meterd.analysis.hourly import BoolArray, FloatArray
 from meterd.analysis.incidents import Alarm
 
 
@@ -75,48 +75,87 @@ def detect_bursts(
        Technometrics 1(3), 239–250.
     """
     n_m, n = flow.shape
-    lag = round(7 * 86400 / step_s)
-    clean = np.full((n_m, n), np.nan, dtype=np.float32)
-    active = np.zeros((n_m, n), dtype=bool)
-    excess = np.zeros((n_m, n), dtype=np.float32)
-    start_lag = np.zeros((n_m, n), dtype=np.int32)
+    lag = max(1, round(7 * 86400 / step_s))
+    lags = [w * lag for w in range(1, weeks + 1)]
+    pad = lags[-1]
+    # Time-major layout: every step below reads and writes one contiguous row of n_m meters.
+    flow_t = np.ascontiguousarray(flow.T, dtype=np.float64)
+    clean = np.full((pad + n, n_m), np.nan, dtype=np.float32)  # row pad + t = bin t
+    active = np.zeros((n, n_m), dtype=bool)
+    excess = np.zeros((n, n_m), dtype=np.float32)
+    start_lag = np.zeros((n, n_m), dtype=np.int32)
     stat = np.zeros(n_m)
     spread = np.full(n_m, np.nan)
     since_zero = np.zeros(n_m, dtype=np.int64)
     calm = np.zeros(n_m, dtype=np.int64)
     on = np.zeros(n_m, dtype=bool)
     ewma_limit = ewma_l * np.sqrt(ewma_lambda / (2 - ewma_lambda))
-    lags = [w * lag for w in range(1, weeks + 1)]
-    for t in range(n):
-        x = flow[:, t]
-        past = np.stack([clean[:, t - L] if t >= L else np.full(n_m, np.nan) for L in lags], axis=1)
-        enough = np.sum(~np.isnan(past), axis=1) >= min_weeks
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            base = np.nanmedian(past, axis=1)
-        r = x - base
-        sigma = np.maximum(1.25 * np.nan_to_num(spread, nan=min_sigma_m3h), min_sigma_m3h)
-        z = np.where(enough & ~np.isnan(r), r / sigma, 0.0)
-        if method == "cusum":
-            stat = np.maximum(0.0, stat + z - k)
-            trip = stat > h
-        else:
-            stat = ewma_lambda * z + (1 - ewma_lambda) * stat
-            trip = stat > ewma_limit
-        since_zero = np.where(stat <= 0, 0, since_zero + 1)
-        trip &= np.nan_to_num(r) > min_excess_m3h
-        calm = np.where(on & (z < k), calm + 1, 0)
-        closing = on & (calm >= close_bins)
-        stat[closing] = 0.0
-        on = (on & ~closing) | trip
-        active[:, t] = on
-        excess[:, t] = np.where(on, np.nan_to_num(r), 0.0)
-        start_lag[:, t] = np.minimum(since_zero, t)
-        normal = ~on & ~np.isnan(x)
-        # Baseline learns only from normal bins; alarmed ones are replaced by the baseline.
-        clean[:, t] = np.where(normal, x, np.where(np.isnan(base), np.nan, base))
-        upd = normal & ~np.isnan(r)
-        absr = np.abs(np.nan_to_num(r))
-        spread = np.where(upd, np.where(np.isnan(spread), absr,
-                                        (1 - scale_alpha) * spread + scale_alpha * absr), spread)
-    return Alarm("burst", active, excess, start_lag)
+    # The baseline of bin t only reads cleaned bins <= t - lag, so a block of ``lag`` bins has all
+    # its baselines known before the block starts: medians are computed block-wise, and only the
+    # recursive CUSUM/EWMA state runs bin by bin.
+    for t0 in range(0, n, lag):
+        t1 = min(n, t0 + lag)
+        base, enough = _block_baseline(clean, pad, t0, t1, lags, min_weeks)
+        x_blk = flow_t[t0:t1]
+        r_blk = x_blk - base
+        r_nan = np.isnan(r_blk)
+        valid_blk = enough & ~r_nan
+        rz_blk = np.nan_to_num(r_blk)
+        absr_blk = np.abs(rz_blk)
+        big_blk = rz_blk > min_excess_m3h
+        x_ok_blk = ~np.isnan(x_blk)
+        for j in range(t1 - t0):
+            t = t0 + j
+            rz = rz_blk[j]
+            sigma = np.maximum(1.25 * np.nan_to_num(spread, nan=min_sigma_m3h), min_sigma_m3h)
+            z = np.where(valid_blk[j], rz / sigma, 0.0)
+            if method == "cusum":
+                stat = np.maximum(0.0, stat + z - k)
+                trip = stat > h
+            else:
+                stat = ewma_lambda * z + (1 - ewma_lambda) * stat
+                trip = stat > ewma_limit
+            since_zero = np.where(stat <= 0, 0, since_zero + 1)
+            trip &= big_blk[j]
+            calm = np.where(on & (z < k), calm + 1, 0)
+            closing = on & (calm >= close_bins)
+            stat[closing] = 0.0
+            on = (on & ~closing) | trip
+            active[t] = on
+            excess[t] = np.where(on, rz, 0.0)
+            start_lag[t] = np.minimum(since_zero, t)
+            normal = ~on & x_ok_blk[j]
+            # Baseline learns only from normal bins; alarmed ones are replaced by the baseline.
+            clean[pad + t] = np.where(normal, x_blk[j], base[j])
+            upd = normal & ~r_nan[j]
+            absr = absr_blk[j]
+            spread = np.where(upd, np.where(np.isnan(spread), absr,
+                                            (1 - scale_alpha) * spread + scale_alpha * absr),
+                              spread)
+    return Alarm("burst", np.ascontiguousarray(active.T), np.ascontiguousarray(excess.T),
+                 np.ascontiguousarray(start_lag.T))
+
+
+def _block_baseline(
+    clean: NDArray[np.float32], pad: int, t0: int, t1: int, lags: list[int], min_weeks: int,
+) -> tuple[FloatArray | NDArray[np.float32], BoolArray]:
+    """NaN-median of ``clean`` at bins ``t - L`` (L in ``lags``) for bins ``t0 <= t < t1``.
+
+    Returns the median (NaN without data, the same value ``np.nanmedian`` gives) and
+    whether at least ``min_weeks`` of the values exist.
+    """
+    past = np.stack([clean[pad + t0 - L : pad + t1 - L] for L in lags])  # (weeks, bins, meters)
+    missing = np.isnan(past)
+    count = len(lags) - missing.sum(axis=0)
+    past[missing] = np.inf  # sorts after every value; only the first ``count`` are read
+    past.sort(axis=0)
+    lo = np.take_along_axis(past, np.maximum(count - 1, 0)[None] // 2, axis=0)[0]
+    hi = np.take_along_axis(past, np.minimum(count // 2, len(lags) - 1)[None], axis=0)[0]
+    if t0 < pad:
+        # Bins with a week before the start of the data: the reference stacked float64 NaN
+        # padding there, so its median was float64; kept so results are bit-identical.
+        base: FloatArray | NDArray[np.float32] = (lo.astype(np.float64) + hi) / 2.0
+    else:
+        base = (lo + hi) / np.float32(2)
+    base[count == 0] = np.nan
+    return base, count >= min_weeks
