@@ -28,15 +28,25 @@ def build_sink(cfg: InfluxConfig) -> Any:
     return V1Sink(cfg)
 
 
-async def _every(interval_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]]) -> None:
-    """Run ``job`` now and then every ``interval_s`` until ``stop``; a failing run is logged, not fatal."""
+async def _every(interval_s: float, stop: asyncio.Event, job: Callable[[], Awaitable[None]],
+                 name: str, first_delay_s: float = 60.0) -> None:
+    """Run ``job`` after ``first_delay_s`` and then every ``interval_s`` until ``stop``.
+
+    A failing run (InfluxDB down, database not created yet) is logged in one line and retried at the
+    next tick; it never stops the daemon. The first run waits so the writer can create the database.
+    """
+    delay = first_delay_s
     while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return
+        delay = interval_s
         try:
             await job()
-        except Exception:
-            log.exception("scheduled job failed; it will run again in %.0f s", interval_s)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), interval_s)
+        except Exception as exc:
+            log.warning("%s failed, next try in %.0f s: %s", name, interval_s, exc)
+            log.debug("%s failure", name, exc_info=True)
 
 
 def _leak_task(cfg: Config, ingest: Any, stop: asyncio.Event) -> Awaitable[None] | None:
@@ -57,7 +67,7 @@ def _leak_task(cfg: Config, ingest: Any, stop: asyncio.Event) -> Awaitable[None]
         log.info("leak detection ran: %d incidents opened or closed, %d open", len(changed),
                  len(job.open_incidents()))
 
-    return _every(settings.interval_s, stop, run)
+    return _every(settings.interval_s, stop, run, "leak detection")
 
 
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None) -> int:
