@@ -7,10 +7,16 @@ Canteens after hours, toilet blocks and dormitory rooms behave like that, so the
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
+from numpy.typing import NDArray
+from scipy.ndimage import minimum_filter1d
 
 from meterd.analysis.hourly import BoolArray, FloatArray
 from meterd.analysis.incidents import Alarm
+
+_T = TypeVar("_T", np.float32, np.float64, np.uint8)
 
 
 def detect_continuous_flow(
@@ -61,47 +67,45 @@ def detect_continuous_flow(
     """
     win = max(1, round(window_h * 3600 / step_s))
     qlen = max(1, round(quiet_h * 3600 / step_s))
+    n = flow.shape[1]
     quiet_bin = ~(flow > threshold_m3h)  # NaN counts as quiet
     # A quiet *period* ends at bin i when the last qlen bins were all quiet.
-    qc = np.cumsum(quiet_bin, axis=1)
-    period_end = np.zeros_like(quiet_bin)
-    period_end[:, qlen - 1 :] = qc[:, qlen - 1 :] - np.pad(qc, ((0, 0), (1, 0)))[:, : -qlen] == qlen
-    pc = np.cumsum(period_end, axis=1, dtype=np.int64)
-    recent = pc.copy()
-    recent[:, win:] -= pc[:, :-win]
-    n = flow.shape[1]
-    active = recent == 0
-    active[:, : min(win, n) - 1] = False  # not enough history to claim "no quiet hour in 24 h"
-    # Bins since the last quiet period ended: the estimated onset of the continuous flow.
-    idx = np.broadcast_to(np.arange(n), flow.shape)
-    last_end = np.maximum.accumulate(np.where(period_end, idx, -1), axis=1)
+    # Bins before the start are not quiet: the first period ends at bin qlen - 1 at the earliest.
+    period_end = _rolling_min(quiet_bin.view(np.uint8), qlen, fill=0).view(bool)
+    # Bins since the last quiet period ended (-1: none yet): the onset of the continuous flow.
+    idx = np.arange(n, dtype=np.int32)
+    last_end = np.where(period_end, idx, np.int32(-1))
+    np.maximum.accumulate(last_end, axis=1, out=last_end)
     lag = np.where(last_end >= 0, idx - last_end - 1, idx)
+    # No period end within the last ``win`` bins <=> the last one is at least ``win`` bins back.
+    no_quiet = lag >= win - 1
+    active = no_quiet.copy()
+    active[:, : min(win, n) - 1] = False  # not enough history to claim "no quiet hour in 24 h"
     if night_end is not None:
         run_need = max(1, round(night_run_h * 3600 / step_s))
         dawn = night_end[None, :] & (lag + 1 >= run_need) & (last_end >= 0)
-        latched = np.maximum.accumulate(np.where(dawn, idx, -1), axis=1)
+        latched = np.where(dawn, idx, np.int32(-1))
+        np.maximum.accumulate(latched, axis=1, out=latched)
         # Latched at a dawn that lies inside the current run of flow: stays on until flow stops.
         active |= (latched > last_end) & ~period_end
-    vals = np.where(np.isnan(flow), np.inf, flow)
+    # float32 rounding is monotone, so the float32 minimum equals the float64 minimum rounded.
+    vals = flow.astype(np.float32)
+    vals[np.isnan(flow)] = np.inf
     floor = _rolling_min(vals, win)
     if night_end is not None:
         # Latched at dawn before a full window: the floor is that of the run so far.
-        floor = np.where(recent == 0, floor, _rolling_min(vals, run_need))
-    excess = np.where(active, np.where(np.isfinite(floor), floor, 0.0), 0.0)
-    return Alarm("continuous_flow", active, excess.astype(np.float32), lag.astype(np.int32))
+        floor = np.where(no_quiet, floor, _rolling_min(vals, run_need))
+    excess = np.where(active & np.isfinite(floor), floor, np.float32(0.0))
+    return Alarm("continuous_flow", active, excess, lag)
 
 
-def _rolling_min(x: FloatArray, width: int) -> FloatArray:
-    """Causal rolling minimum over the last ``width`` bins (log-doubling, O(n log width))."""
-    out = x.copy()
-    span = 1
-    while span < width:
-        step = min(span, width - span)
-        shifted = np.full_like(out, np.inf)
-        shifted[:, step:] = out[:, :-step]
-        np.minimum(out, shifted, out=out)
-        span += step
-    return out
+def _rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
+    """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start."""
+    if width <= 1:
+        return x.copy()
+    # The window of bin i is [i - width + 1, i]: shift scipy's centred window back.
+    return np.asarray(minimum_filter1d(x, width, axis=1, mode="constant", cval=fill,
+                                       origin=(width - 1) // 2))
 
 
 def vendor_rule(flow: FloatArray, step_s: int = 3600) -> Alarm:
