@@ -270,10 +270,9 @@ def test_submit_failure_is_counted_and_polling_goes_on() -> None:
 
 
 def test_profile_with_fields_foreign_to_the_meter_kind_is_a_config_error() -> None:
-    cfg = parse_config({"links": [link_cfg("l", "tcp://127.0.0.1:1")],
-                        "meters": [{**meter("tap", "l", 1, "eastron-sdm120"), "kind": "water"}]})
     with pytest.raises(ConfigError, match=r"meters\[id=tap\].*not water fields"):
-        ModbusPoller(cfg, lambda batch: None)
+        parse_config({"links": [link_cfg("l", "tcp://127.0.0.1:1")],
+                      "meters": [{**meter("tap", "l", 1, "eastron-sdm120"), "kind": "water"}]})
 
 
 # --- RTU framing: over TCP and over a serial line --------------------------------------------

@@ -25,7 +25,6 @@ from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
 from meterd.config import Config, ConfigError, LinkConfig, MeterConfig
-from meterd.fields import FIELDS
 from meterd.normalise.rejects import REJECTS
 from meterd.normalise.validate import Invalid, check_field
 from meterd.reading import Reading
@@ -350,12 +349,8 @@ class ModbusPoller:
 
 
 def plan_meter(cfg: Config, m: MeterConfig) -> list[Read]:
-    """The meter's reads; raise :class:`ConfigError` if its profile cannot serve its kind."""
+    """The meter's reads (the config already checked the profile's fields suit the meter's kind)."""
     profile = cfg.profile_for(m)
-    foreign = sorted({r.field for r in profile.registers} - set(FIELDS[m.kind]))
-    if foreign:
-        raise ConfigError(f"meters[id={m.id}].profile {m.profile!r}: fields {foreign} are not "
-                          f"{m.kind} fields {sorted(FIELDS[m.kind])}")
     try:
         return plan_profile(profile)
     except ValueError as exc:
