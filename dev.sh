@@ -9,7 +9,7 @@ case "${1:-}" in
   test)
     deploy/install-deps.sh --test
     shift
-    .venv/bin/ruff check meterd simulators tests benchmarks
+    .venv/bin/ruff check meterd simulators tests benchmarks dashboards
     .venv/bin/mypy meterd/analysis
     .venv/bin/pytest -q "$@" ;;
   bench)
