@@ -32,11 +32,15 @@ def main() -> None:
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=args.client_id,
                          protocol=mqtt.MQTTv5)
     client.on_message = lambda _c, _u, msg: q.put(msg)
+    subscribed = threading.Event()
     client.on_connect = lambda c, *_: c.subscribe(args.topic, qos=1)
+    client.on_subscribe = lambda *_: subscribed.set()
     props = mqtt.Properties(mqtt.PacketTypes.CONNECT)
     props.SessionExpiryInterval = 3600
     client.connect("127.0.0.1", args.mqtt_port, clean_start=False, properties=props)
     client.loop_start()
+    if not subscribed.wait(30):
+        raise SystemExit("no SUBACK from the broker within 30 s")
     session = requests.Session()
     written = 0
     lines: list[str] = []

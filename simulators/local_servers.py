@@ -144,17 +144,18 @@ class MosquittoServer(LocalServer):
 
     name = "mosquitto"
 
-    def __init__(self, workdir: Path | None = None) -> None:
+    def __init__(self, workdir: Path | None = None, listener: str = "allow_anonymous true") -> None:
+        """``listener`` holds the listener's options (TLS files, auth); anonymous by default."""
         super().__init__(workdir)
         (self.workdir / "mosquitto.conf").write_text(f"""
-listener {self.port} 127.0.0.1
 # As root, mosquitto would drop to the 'mosquitto' user, which cannot write the private temp dir,
 # and silently run without persistence. Without root this line has no effect.
 user root
-allow_anonymous true
+listener {self.port} 127.0.0.1
+{listener}
 persistence true
 persistence_location {self.workdir}/
-autosave_interval 1
+autosave_interval 60
 max_queued_messages 0
 max_inflight_messages 0
 log_dest file {self.workdir}/broker.log

@@ -177,7 +177,7 @@ def test_messages_published_while_stopped_arrive_after_restart(
 
 def test_session_survives_a_broker_restart_and_the_source_reconnects(
         tmp_path: Path, client_id: str) -> None:
-    mosquitto = RootMosquitto(tmp_path)
+    mosquitto = MosquittoServer(tmp_path)
     mosquitto.start()
     cfg = make_cfg(mosquitto.url, client_id)
     start(cfg, Collector()).stop()
@@ -250,31 +250,7 @@ def make_certs(d: Path) -> None:
              "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf", cwd=d)
 
 
-class RootMosquitto(MosquittoServer):
-    """Mosquitto that stays root when started by root, so it can write into pytest's tmp dir.
-
-    Started as root, mosquitto drops to the ``mosquitto`` user and then cannot write its
-    persistence file (or log, or read a password file) in a root-only directory: sessions would
-    silently not survive a broker restart.
-    """
-
-    def __init__(self, workdir: Path, listener: str = "allow_anonymous true") -> None:
-        super().__init__(workdir)
-        d = self.workdir
-        (d / "mosquitto.conf").write_text(f"""
-user root
-listener {self.port} 127.0.0.1
-{listener}
-persistence true
-persistence_location {d}/
-autosave_interval 1
-max_queued_messages 0
-max_inflight_messages 0
-log_dest file {d}/broker.log
-""")
-
-
-class TlsMosquitto(RootMosquitto):
+class TlsMosquitto(MosquittoServer):
     """Mosquitto with only a TLS listener and a password file (user ``meterd``)."""
 
     def __init__(self, workdir: Path, password: str) -> None:
