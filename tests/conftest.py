@@ -5,40 +5,38 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from simulators.local_servers import InfluxServer, MosquittoServer, VictoriaMetricsServer
+from simulators.local_servers import InfluxServer, LocalServer, MosquittoServer, VictoriaMetricsServer
+
+S = TypeVar("S", bound=LocalServer)
 
 REPO = Path(__file__).resolve().parent.parent
 DAIAD = REPO.parent / "shared" / "data" / "daiad" / "swm_trialA.zip"
 
 
+def _running(server_cls: type[S], workdir: Path) -> Iterator[S]:
+    """Start ``server_cls`` in its own directory; the context manager stops it whatever happens."""
+    workdir.mkdir()
+    with server_cls(workdir) as server:
+        yield server
+
+
 @pytest.fixture
 def influxd(tmp_path: Path) -> Iterator[InfluxServer]:
-    (tmp_path / "influxd").mkdir()
-    server = InfluxServer(tmp_path / "influxd")
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(InfluxServer, tmp_path / "influxd")
 
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[MosquittoServer]:
-    (tmp_path / "mosquitto").mkdir()
-    server = MosquittoServer(tmp_path / "mosquitto")
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(MosquittoServer, tmp_path / "mosquitto")
 
 
 @pytest.fixture
 def victoria(tmp_path: Path) -> Iterator[VictoriaMetricsServer]:
-    (tmp_path / "vm").mkdir()
-    server = VictoriaMetricsServer(tmp_path / "vm")
-    server.start()
-    yield server
-    server.stop()
+    yield from _running(VictoriaMetricsServer, tmp_path / "vm")
 
 
 @pytest.fixture
