@@ -381,7 +381,11 @@ def test_bad_connection_settings_fail_at_construction(tmp_path: Path, mqtt: dict
 def test_a_parser_bug_is_counted_and_does_not_stall_the_session(
         mosquitto: MosquittoServer, running: tuple[MqttSource, Collector],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    """Our own parser raising (a bug, not bad input) must not block every later message."""
+    """Our own parser raising (a bug, not bad input) must not block every later message.
+
+    The broker is real; only meterd's own parser is patched, because no input can make a correct
+    parser raise, so a bug has to be planted to test the safety net.
+    """
     import meterd.sources.mqtt.client as client_module
 
     real = client_module.parse_payload
