@@ -19,6 +19,7 @@ from meterd.config import Config, ConfigError, parse_config
 from meterd.normalise.rejects import REJECTS
 from meterd.reading import Reading
 from meterd.sources.mqtt.client import MqttSource
+from meterd.sources.mqtt.payload import parse_payload
 from simulators.local_servers import MosquittoServer
 
 WATER_TOPIC = "campus/north/water/w-1"
@@ -84,8 +85,8 @@ def water(ts_ns: int, volume: float) -> Reading:
                    fields={"volume_m3": volume}, ts_ns=ts_ns, meter="w-1")
 
 
-def start(cfg: Config, submit: Collector) -> MqttSource:
-    source = MqttSource(cfg, submit, retry_initial_s=0.05, retry_max_s=0.2)
+def start(cfg: Config, submit: Collector, **options: Any) -> MqttSource:
+    source = MqttSource(cfg, submit, retry_initial_s=0.05, retry_max_s=0.2, **options)
     source.start()
     assert source.ready.wait(WAIT_S), "never connected and subscribed"
     return source
@@ -379,25 +380,23 @@ def test_bad_connection_settings_fail_at_construction(tmp_path: Path, mqtt: dict
 
 
 def test_a_parser_bug_is_counted_and_does_not_stall_the_session(
-        mosquitto: MosquittoServer, running: tuple[MqttSource, Collector],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+        mosquitto: MosquittoServer, client_id: str) -> None:
     """Our own parser raising (a bug, not bad input) must not block every later message.
 
-    The broker is real; only meterd's own parser is patched, because no input can make a correct
+    The broker is real; a buggy parser is handed to the source, because no input can make a correct
     parser raise, so a bug has to be planted to test the safety net.
     """
-    import meterd.sources.mqtt.client as client_module
-
-    real = client_module.parse_payload
-
     def buggy(payload: bytes, *args: Any) -> Any:
         if b"trigger-bug" in payload:
             raise ZeroDivisionError("simulated parser bug")
-        return real(payload, *args)
+        return parse_payload(payload, *args)
 
-    monkeypatch.setattr(client_module, "parse_payload", buggy)
-    _, got = running
+    got = Collector()
+    source = start(make_cfg(mosquitto.url, client_id), got, parse=buggy)
     before = REJECTS.total("internal_error")
-    publish(mosquitto.port, WATER_TOPIC, ['{"trigger-bug": 1}', f'{{"ts": {T0}, "volume_m3": 3}}'])
-    assert got.wait_readings(1) == [water(T0 * 10**9, 3.0)]
+    try:
+        publish(mosquitto.port, WATER_TOPIC, ['{"trigger-bug": 1}', f'{{"ts": {T0}, "volume_m3": 3}}'])
+        assert got.wait_readings(1) == [water(T0 * 10**9, 3.0)]
+    finally:
+        source.stop()
     assert REJECTS.total("internal_error") - before == 1

@@ -47,6 +47,8 @@ SUBMIT_FAILURES = Counter("meterd_mqtt_submit_failures",
                           "Batches whose submit raised; retried, not acked meanwhile")
 
 Submit = Callable[[list[Reading]], None]
+# parse(payload, meter, received_ns, tz) -> (readings, rejections); parse_payload unless a test plants a bug.
+Parser = Callable[[bytes, MeterConfig, int, ZoneInfo], tuple[list[Reading], list[Invalid]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,11 +77,12 @@ class MqttSource:
 
     def __init__(self, cfg: Config, submit: Submit, *, batch_max: int = 2000,
                  batch_wait_s: float = 0.05, retry_initial_s: float = 1.0,
-                 retry_max_s: float = 60.0) -> None:
+                 retry_max_s: float = 60.0, parse: Parser = parse_payload) -> None:
         if cfg.mqtt is None:
             raise ConfigError("the MQTT source needs an [mqtt] section")
         self._mcfg: MqttConfig = cfg.mqtt
         self._tz = ZoneInfo(cfg.site.timezone)
+        self._parse_payload = parse
         self._exact, self._wildcard = _topic_index(cfg.meters)
         self._submit = submit
         self.batch_max, self.batch_wait_s = batch_max, batch_wait_s
@@ -271,7 +274,7 @@ class MqttSource:
         rejected = 0
         for meter in meters:
             try:
-                good, bad = parse_payload(msg.payload, meter, msg.received_ns, self._tz)
+                good, bad = self._parse_payload(msg.payload, meter, msg.received_ns, self._tz)
             except Exception as exc:  # a parser bug must not stall the session on one message
                 log.exception("parsing a message on %s for meter %s failed", msg.topic, meter.id)
                 good, bad = [], [Invalid("internal_error", f"meter {meter.id}: {exc!r}")]
