@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from meterd.config import Config, ConfigError, LinkConfig, MqttConfig, load_config
-from meterd.daemon import validate_features
+from meterd.config import Config, ConfigError, LinkConfig, MqttConfig
+from meterd.daemon import load_daemon_config
 
 CHECK_TIMEOUT_S = 5.0
 
@@ -90,8 +90,7 @@ def _run_checks(cfg: Config) -> list[tuple[str, bool, str]]:
 
 def cmd_check(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
-        validate_features(cfg)
+        cfg = load_daemon_config(args.config)
     except ConfigError as exc:
         print(f"config: FAIL\n{exc}")
         return 2

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import signal
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 from meterd.config import Config, ConfigError, InfluxConfig, load_config
@@ -128,17 +129,18 @@ def _start_metrics(cfg: Config) -> None:
     log.info("Prometheus metrics on http://%s:%d/metrics", cfg.metrics.host, cfg.metrics.port)
 
 
-def validate_features(cfg: Config) -> None:
-    """Validate the sections owned by features (``[leaks]``), so a typo stops start-up, not a job."""
+def load_daemon_config(path: Path) -> Config:
+    """The config plus the sections owned by features (``[leaks]``), so a typo stops start-up, not a job."""
     from meterd.leaks.config import leaks_config
 
+    cfg = load_config(path)
     leaks_config(cfg)
+    return cfg
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     try:
-        cfg = load_config(args.config)
-        validate_features(cfg)
+        cfg = load_daemon_config(args.config)
     except ConfigError as exc:
         print(f"meterd: {exc}")
         return 2
@@ -150,8 +152,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def register(sub: Any) -> None:
-    from pathlib import Path
-
     p = sub.add_parser("run", help="run the daemon: poll meters, spool, write to InfluxDB, detect",
                        description="Run meterd in the foreground. SIGTERM (or Ctrl-C) stops the "
                                    "sources, flushes the spool to InfluxDB for up to "
