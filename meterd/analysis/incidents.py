@@ -141,6 +141,41 @@ def merge_overlapping(incidents: list[Incident]) -> list[Incident]:
     return merged
 
 
+def hold_open(incidents: list[Incident], hold_s: int, now_s: int) -> list[Incident]:
+    """Close an incident only after ``hold_s`` seconds without alarm (an alarm off-delay).
+
+    Flow that pauses and resumes within ``hold_s`` is the same leak, not a new one: a dripping
+    cistern stops for an hour, a buried leak drops below the threshold on a cold night. Such
+    detections join the open incident. ``now_s`` is the end of the data: an incident that stopped
+    less than ``hold_s`` before it is still open (``end`` is None), because whether it resumes
+    is not yet known. Once closed, ``end`` is when the alarm last stopped.
+
+    References
+    ----------
+    .. [1] ANSI/ISA-18.2-2016, "Management of Alarm Systems for the Process Industries"
+       (off-delay timers against chattering alarms).
+    """
+    out: list[Incident] = []
+    last: dict[tuple[str, bool], Incident] = {}
+    for inc in sorted(incidents, key=lambda i: (i.detected_at, i.meter, i.type)):
+        key = (inc.meter, inc.type in QUALITY_TYPES)
+        cur = last.get(key)
+        if cur is not None and cur.end is not None and inc.detected_at - cur.end <= hold_s:
+            cur.end = inc.end
+            cur.volume_m3 = round(cur.volume_m3 + inc.volume_m3, 6)
+            cur.cost = round(cur.cost + inc.cost, 4)
+            cur.rate_m3h = max(cur.rate_m3h, inc.rate_m3h)
+            cur.detectors.extend(d for d in inc.detectors if d not in cur.detectors)
+            continue
+        copy = Incident(**{**inc.to_dict(), "detectors": list(inc.detectors)})
+        out.append(copy)
+        last[key] = copy
+    for inc in out:
+        if inc.end is not None and now_s - inc.end < hold_s:
+            inc.end = None
+    return out
+
+
 def excess_volume(excess: FloatArray, step_h: float) -> float:
     """Total volume (m³) of a per-bin excess flow series (m³/h)."""
     return float(np.nansum(np.clip(excess, 0.0, None)) * step_h)
