@@ -55,7 +55,7 @@ def night_minimum(
        water distribution networks". WDSA/CCWI Joint Conference, Kingston, Ontario.
     """
     hourly = rolling_mean(flow, hour_bins(step_s))
-    in_win = night_bins(local_hour, step_s, night)
+    in_win = complete_night_bins(local_hour, step_s, night)
     starts = np.flatnonzero(in_win & ~np.r_[False, in_win[:-1]])
     ends = np.flatnonzero(in_win & ~np.r_[in_win[1:], False])
     if starts.size == 0:
@@ -77,6 +77,19 @@ def night_bins(local_hour: FloatArray, step_s: int, night: tuple[float, float]) 
     return np.asarray((local_hour >= lo) | (local_hour < hi), dtype=bool)
 
 
+def complete_night_bins(local_hour: FloatArray, step_s: int,
+                        night: tuple[float, float]) -> BoolArray:
+    """:func:`night_bins` without a night the data ends inside: its minimum is not known yet,
+    and judging it early would make the result depend on where the data stops."""
+    in_win = night_bins(local_hour, step_s, night)
+    if in_win.size and in_win[-1]:
+        after = np.array([(local_hour[-1] + step_s / 3600.0) % 24.0])
+        if night_bins(after, step_s, night)[0]:
+            last_start = np.flatnonzero(~in_win)
+            in_win[(last_start[-1] + 1) if last_start.size else 0 :] = False
+    return in_win
+
+
 def night_ends(local_hour: FloatArray, step_s: int = 3600,
                night: tuple[float, float] = (2.0, 5.0)) -> BoolArray:
     """The last bin of each night window: when that night's MNF becomes known."""
@@ -95,6 +108,8 @@ def detect_night_flow(
     allowance_rel: float = 0.1,
     k_mad: float = 3.0,
     persist_nights: int = 1,
+    strong_factor: float | None = None,
+    early: bool = False,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -114,13 +129,28 @@ def detect_night_flow(
     k_mad : float
         Further allowance of ``k_mad`` robust standard deviations (1.4826 MAD) of the history.
     persist_nights : int
-        Consecutive flagged nights before the alarm opens.
+        Consecutive flagged nights before the alarm opens on weak evidence.
+    strong_factor : float, optional
+        Strong evidence: a night whose net flow exceeds ``strong_factor`` times the allowance
+        opens the alarm after that one night, whatever ``persist_nights`` says. None: off.
+    early : bool
+        With ``strong_factor``, also watch the running minimum inside the window: the minimum so
+        far can only fall, so once even it is strong evidence the night is flagged at that bin
+        instead of at the window's end. The night's full minimum still decides what follows.
 
     Returns
     -------
     Alarm
-        Active from the end of the first confirming night until the end of the first night back
-        within the allowance. ``excess`` is the net night flow (MNF minus baseline).
+        Active from the bin that confirms a leak (end of the confirming night, or earlier with
+        ``early``) until the end of the first night back within the allowance. ``excess`` is
+        the net night flow (MNF minus baseline).
+
+    Notes
+    -----
+    Sequential hypothesis testing in its simplest form: a large excess is decided on one
+    observation, a small one needs repeated observations (Wald 1945). The allowance is the
+    night-flow analysis of Lambert & Hirner (2000); the baseline excludes flagged nights as in
+    LeakDB's MNF algorithm.
 
     References
     ----------
@@ -128,35 +158,94 @@ def detect_night_flow(
        water distribution networks". WDSA/CCWI Joint Conference.
     .. [2] Lambert, A., & Hirner, W. (2000). "Losses from water supply systems: standard
        terminology and recommended performance measures". IWA Blue Pages (night flow analysis).
+    .. [3] Wald, A. (1945). "Sequential tests of statistical hypotheses". Ann. Math. Statist.
+       16(2), 117–186.
     """
     nights = night_minimum(flow, local_hour, step_s, night)
+    run_min, starts = _running_minimum(flow, local_hour, step_s, night) if early else (None, None)
     n_m, n_n = nights.mnf.shape
+    n_all = n_n if starts is None else starts.size  # + the night the data ends inside, if any
     hist = np.full((n_m, window_days), np.nan)
     pos = np.zeros(n_m, dtype=np.int64)
     run = np.zeros(n_m, dtype=np.int64)
     night_active = np.zeros((n_m, n_n), dtype=bool)
     net = np.zeros((n_m, n_n))
-    thresh = np.full((n_m, n_n), np.inf)
+    thresh = np.full((n_m, n_all), np.inf)
+    first = np.full((n_m, n_all), -1, dtype=np.int64)  # bin where a night became strong evidence
+    base_n = np.zeros((n_m, n_all))
     rows = np.arange(n_m)
-    for d in range(n_n):
+    strong = np.inf if strong_factor is None else strong_factor
+    stop = np.r_[nights.end_bin, flow.shape[1]]  # early alarms run until the night is decided
+    for d in range(n_all):
+        enough, base, allow = _baseline(hist, min_history, allowance_m3h, allowance_rel, k_mad)
+        thresh[:, d] = np.where(enough, base + allow, np.inf)
+        base_n[:, d] = base
+        if run_min is not None and starts is not None:
+            first[:, d] = _first_strong(run_min, int(starts[d]), int(stop[d]), enough,
+                                        base + strong * allow)
+        if d == n_n:
+            break  # unfinished night: only its running minimum is known
         x = nights.mnf[:, d]
-        count = np.sum(~np.isnan(hist), axis=1)
-        enough = count >= min_history
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            base = np.nanmedian(np.where(enough[:, None], hist, 0.0), axis=1)
-            mad = np.nanmedian(np.abs(hist - base[:, None]), axis=1)
-        allow = np.maximum(allowance_m3h, allowance_rel * base)
-        allow = np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
         flagged = enough & (x - base > allow)  # NaN night: not flagged, history untouched
         run = np.where(flagged, run + 1, 0)
-        night_active[:, d] = run >= persist_nights
+        night_active[:, d] = (run >= persist_nights) | (flagged & (x - base > strong * allow))
         net[:, d] = np.where(flagged, x - base, 0.0)
-        thresh[:, d] = np.where(enough, base + allow, np.inf)
         learn = ~flagged & ~np.isnan(x)
         hist[rows[learn], pos[learn] % window_days] = x[learn]
         pos += learn
-    return _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh)
+    alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
+    if run_min is not None:
+        _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
+    return alarm
+
+
+def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float, allowance_rel: float,
+              k_mad: float) -> tuple[BoolArray, FloatArray, FloatArray]:
+    """Enough history, robust baseline (median) and allowance per meter from unflagged nights."""
+    enough = np.sum(~np.isnan(hist), axis=1) >= min_history
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        base = np.nanmedian(np.where(enough[:, None], hist, 0.0), axis=1)
+        mad = np.nanmedian(np.abs(hist - base[:, None]), axis=1)
+    allow = np.maximum(allowance_m3h, allowance_rel * base)
+    return enough, base, np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
+
+
+def _running_minimum(flow: FloatArray, local_hour: FloatArray, step_s: int,
+                     night: tuple[float, float]) -> tuple[FloatArray, IntArray]:
+    """Per bin inside a night window, the minimum of the rolling 1-h mean since the window
+    opened (NaN outside windows and before any hour had data), and each window's first bin."""
+    hourly = rolling_mean(flow, hour_bins(step_s))
+    in_win = night_bins(local_hour, step_s, night)  # the unfinished last night too: it is live
+    out = np.full(flow.shape, np.nan)
+    starts = np.flatnonzero(in_win & ~np.r_[False, in_win[:-1]])
+    ends = np.flatnonzero(in_win & ~np.r_[in_win[1:], False])
+    for a, b in zip(starts, ends, strict=True):
+        seg = np.where(np.isnan(hourly[:, a : b + 1]), np.inf, hourly[:, a : b + 1])
+        out[:, a : b + 1] = np.minimum.accumulate(seg, axis=1)
+    out[~np.isfinite(out)] = np.nan
+    return out, starts.astype(np.int64)
+
+
+def _first_strong(run_min: FloatArray, a: int, b: int, enough: BoolArray,
+                  level: FloatArray) -> IntArray:
+    """First bin in ``[a, b)`` whose running minimum exceeds ``level`` per meter (-1: none)."""
+    above = enough[:, None] & (run_min[:, a:b] > level[:, None])
+    return np.where(above.any(axis=1), a + np.argmax(above, axis=1), -1)
+
+
+def _open_early(alarm: Alarm, flow: FloatArray, run_min: FloatArray, first: IntArray,
+                stop: IntArray, base: FloatArray, thresh: FloatArray) -> None:
+    """Switch the alarm on from the bin where a night became strong evidence until the bin
+    (``stop``) where the whole night is judged."""
+    for m, d in zip(*np.nonzero(first >= 0), strict=True):
+        a, b = int(first[m, d]), int(stop[d])
+        if a > 0 and alarm.active[m, a - 1]:
+            continue  # already on from an earlier night
+        alarm.active[m, a:b] = True
+        alarm.excess[m, a:b] = run_min[m, a:b] - base[m, d]
+        below = np.flatnonzero(~(flow[m, : a + 1] > thresh[m, d]))
+        alarm.start_lag[m, a] = a - (below[-1] + 1) if below.size else a
 
 
 def leakdb_reference(

@@ -29,6 +29,8 @@ class NightFlowSettings(_Section):
     allowance_rel: float = Field(default=0.1, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
+    strong_factor: float | None = Field(default=3.0, gt=1)  # net > this × allowance opens at once
+    early: bool = True  # flag a strong night from its running minimum, before the window ends
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")
@@ -69,7 +71,7 @@ class BalanceSettings(_Section):
     enabled: bool = True
     k: float = Field(default=0.5, ge=0)
     h: float = Field(default=8.0, gt=0)
-    min_sigma_m3h: float = Field(default=0.01, gt=0)
+    min_sigma_m3h: float = Field(default=0.003, gt=0)  # ~ hourly 1-litre resolution of a zone
     baseline_days: int = Field(default=7, ge=1)
 
 

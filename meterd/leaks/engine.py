@@ -53,11 +53,17 @@ def detect(
 
     all_rows = list(range(len(meters)))
     s_n = settings.night
-    rows = [i for i, m in enumerate(meters) if s_n.normally_zero_meters or not m.normally_zero]
+    # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
+    zones = {m.parent for m in meters if m.parent is not None}
+    rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or not m.normally_zero)
+            and not (settings.balance.enabled and m.id in zones)]
     if s_n.enabled and rows:
-        add(rows, detect_night_flow(
+        # Otherwise a parent's night flow is still its zone's: report it as the zone.
+        found.extend(episodes(detect_night_flow(
             flow[rows], cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
-            s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights))
+            s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor,
+            s_n.early), [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
+            price_per_m3, settings.min_rate_m3h))
     s_c = settings.continuous
     rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero]
     if s_c.enabled and rows:
@@ -70,7 +76,7 @@ def detect(
         add(all_rows, detect_bursts(
             flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
             s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
-    found.extend(_zones(flow, grid, meters, settings, price_per_m3))
+    found.extend(_zones(flow, grid, cal, meters, settings, price_per_m3))
     s_o = settings.out_of_hours
     rows = [i for i, m in enumerate(meters) if not s_o.buildings or m.building in s_o.buildings]
     if s_o.enabled and rows:
@@ -79,9 +85,10 @@ def detect(
     return merge_overlapping(found)
 
 
-def _zones(flow: FloatArray, grid: Grid, meters: Sequence[MeterInfo], settings: LeaksConfig,
-           price_per_m3: float) -> list[Incident]:
-    """Zone balance per parent with children, and stopped children while their parent flows."""
+def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
+           settings: LeaksConfig, price_per_m3: float) -> list[Incident]:
+    """Zone balance and the zone's night imbalance per parent with children, and stopped
+    children while their parent flows."""
     index = {m.id: i for i, m in enumerate(meters)}
     kids: dict[str, list[int]] = {}
     for i, m in enumerate(meters):
@@ -101,6 +108,16 @@ def _zones(flow: FloatArray, grid: Grid, meters: Sequence[MeterInfo], settings: 
         alarm = detect_zone_balance(diff, sigma, grid.step_s, s_z.k, s_z.h, s_z.baseline_days)
         out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
                             settings.min_rate_m3h))
+        s_n = settings.night
+        if s_n.enabled:
+            # The imbalance's normal level is the meters' calibration, near zero: no relative
+            # allowance; its spread (k_mad) and the fixed allowance cover resolution.
+            alarm = detect_night_flow(
+                diff, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days,
+                s_n.min_history, s_n.allowance_m3h, 0.0, s_n.k_mad, s_n.persist_nights,
+                s_n.strong_factor, s_n.early)
+            out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
+                                settings.min_rate_m3h))
     s_s = settings.stopped
     rows = [c for p in parents for c in kids[p]]
     if s_s.enabled:

@@ -1,0 +1,115 @@
+"""Zone leaks and the faster night-flow rule: strong nights, the running minimum, zone imbalance."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from meterd.analysis.hourly import Grid, local_calendar
+from meterd.analysis.night_flow import detect_night_flow
+from meterd.leaks.config import LeaksConfig
+from meterd.leaks.engine import MeterInfo, detect
+
+T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
+DAYS = 42
+
+
+def hours(n: int) -> np.ndarray:
+    return local_calendar(Grid(T0, n), "UTC").hour
+
+
+def zone_flow(rng: np.random.Generator, n: int) -> np.ndarray:
+    """A never-sleeping zone around 2 m³/h with small noise."""
+    return (2.0 + 0.05 * rng.standard_normal(n))[None, :]
+
+
+def test_a_strong_night_opens_after_one_night_a_weak_one_after_two() -> None:
+    n = DAYS * 24
+    hour = hours(n)
+    leak_at = 25 * 24 + 10
+    strong = zone_flow(np.random.default_rng(3), n)
+    strong[0, leak_at:] += 0.6
+    alarm = detect_night_flow(strong, hour, persist_nights=2, strong_factor=3.0)
+    assert int(np.argmax(alarm.active[0])) == 26 * 24 + 4  # end of the first leaky night
+    weak = zone_flow(np.random.default_rng(3), n)
+    weak[0, leak_at:] += 0.4  # above the 0.2 m³/h allowance, below 3 × it
+    alarm = detect_night_flow(weak, hour, persist_nights=2, strong_factor=3.0)
+    assert int(np.argmax(alarm.active[0])) == 27 * 24 + 4  # confirmed by the second night
+    assert alarm.active[0, 27 * 24 + 4 :].all()
+
+
+def test_running_minimum_flags_a_strong_night_at_its_first_hour() -> None:
+    n = DAYS * 24
+    flow = zone_flow(np.random.default_rng(4), n)
+    flow[0, 25 * 24 + 10 :] += 0.8
+    alarm = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=3.0, early=True)
+    first = int(np.argmax(alarm.active[0]))
+    assert first == 26 * 24 + 2  # the 02:00-03:00 hour, two hours before the window ends
+    assert alarm.active[0, first:].all()
+    assert float(alarm.excess[0, first]) == pytest.approx(0.8, abs=0.15)
+    assert alarm.start_lag[0, first] == first - (25 * 24 + 10)  # start: the leak's hour
+
+
+def test_running_minimum_that_falls_back_closes_at_the_window_end() -> None:
+    """One early strong hour, then the night drops back: a short alarm, not a lasting one."""
+    n = DAYS * 24
+    flow = zone_flow(np.random.default_rng(5), n)
+    flow[0, 30 * 24 + 2] += 1.0  # only the first night hour is high
+    alarm = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=3.0, early=True)
+    on = np.flatnonzero(alarm.active[0])
+    assert on.tolist() == [30 * 24 + 2, 30 * 24 + 3]  # until the night's full minimum is known
+
+
+@pytest.mark.parametrize("cut", [26 * 24 + 3, 26 * 24 + 4, 31 * 24 + 2, 37 * 24 + 5])
+def test_new_night_flow_rules_are_causal(cut: int) -> None:
+    """Appending data after the cut changes nothing before it (early, strong and zone paths)."""
+    n = DAYS * 24
+    rng = np.random.default_rng(6)
+    flow = np.vstack([zone_flow(rng, n), zone_flow(rng, n), zone_flow(rng, n)])
+    flow[0, 25 * 24 + 10 :] += 0.8
+    flow[1, 25 * 24 + 1 :] += 0.4
+    flow[2, 30 * 24 + 2] += 1.0
+    hour = hours(n)
+    full = detect_night_flow(flow, hour, persist_nights=2, strong_factor=3.0, early=True)
+    part = detect_night_flow(flow[:, :cut], hour[:cut], persist_nights=2, strong_factor=3.0,
+                             early=True)
+    np.testing.assert_array_equal(full.active[:, :cut], part.active)
+    np.testing.assert_array_equal(full.excess[:, :cut], part.excess)
+    np.testing.assert_array_equal(full.start_lag[:, :cut], part.start_lag)
+
+
+def small_zone(n: int, leak_m3h: float, leak_at: int) -> tuple[np.ndarray, list[MeterInfo]]:
+    """A parent over three households (1-litre readings) reading 0.5 % high, with a mains leak."""
+    rng = np.random.default_rng(7)
+    hour = np.arange(n) % 24
+    kids = np.where((hour >= 7) & (hour < 23), rng.exponential(0.03, (3, n)), 0.0)
+    kids[rng.random((3, n)) < 0.4] = 0.0
+    kids = np.round(kids, 3)
+    parent = np.round(kids.sum(axis=0) * 1.005, 3)
+    parent[leak_at:] += leak_m3h
+    meters = [MeterInfo("P"), *[MeterInfo(f"c{i}", parent="P", normally_zero=True)
+                                for i in range(3)]]
+    return np.vstack([parent, kids]), meters
+
+
+def run_detect(flow: np.ndarray, meters: list[MeterInfo]) -> list:
+    grid = Grid(T0, flow.shape[1])
+    return detect(flow, grid, local_calendar(grid, "UTC"), meters, LeaksConfig())
+
+
+def test_mains_leak_between_parent_and_children_is_one_zone_incident() -> None:
+    n, leak_at = DAYS * 24, 30 * 24 + 14
+    flow, meters = small_zone(n, 0.02, leak_at)
+    incs = [i for i in run_detect(flow, meters) if i.type != "stopped_meter"]
+    zone = [i for i in incs if i.meter == "zone:P"]
+    assert len(zone) == 1, incs  # balance and night imbalance merged, no second report
+    inc = zone[0]
+    assert T0 + leak_at * 3600 < inc.detected_at <= T0 + (leak_at + 24) * 3600
+    assert inc.end is None and inc.rate_m3h == pytest.approx(0.02, abs=0.01)
+    assert not [i for i in incs if i.meter != "zone:P" and i.detected_at > T0 + leak_at * 3600]
+
+
+def test_clean_zone_raises_nothing() -> None:
+    flow, meters = small_zone(DAYS * 24, 0.0, 0)
+    leaks = [i for i in run_detect(flow, meters) if i.meter in ("P", "zone:P")]
+    assert leaks == []
