@@ -31,8 +31,11 @@ Mapping (fixed so the numbers can be reproduced):
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import math
+import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -63,6 +66,20 @@ from meterd.sinks.influx.query import InfluxQL
 from simulators.local_servers import InfluxServer, MosquittoServer
 
 T0_REAL = 1_420_070_400  # 2015-01-01T00:00Z, a Thursday like the epoch
+REPO = Path(__file__).resolve().parents[1]
+
+
+def source_digest(package: Path) -> str:
+    """SHA-256 over a package's ``.py`` files (path and content), to pin the code that ran."""
+    h = hashlib.sha256()
+    for f in sorted(package.rglob("*.py")):
+        h.update(str(f.relative_to(package)).encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+# Others edit meterd/ while this runs; the daemon and CLI subprocesses run a snapshot taken now,
+# right after this process imported it, so both paths run the same detector code.
+LOADED_DIGEST = source_digest(REPO / "meterd")
 BoolArray = NDArray[np.bool_]
 
 
@@ -127,8 +144,9 @@ class MqttReplay:
     """
 
     def __init__(self, workdir: Path | None = None, progress: bool = True,
-                 settings: LeaksConfig | None = None) -> None:
+                 settings: LeaksConfig | None = None, code_dir: Path | None = None) -> None:
         self.workdir = workdir
+        self.code_dir = code_dir or REPO
         self.progress = progress
         self.settings = settings or LeaksConfig()
         self.stats: list[ReplayStats] = []
@@ -139,7 +157,8 @@ class MqttReplay:
         with tempfile.TemporaryDirectory(prefix="meterd-replay-", dir=self.workdir) as tmp:
             stats = ReplayStats(meters=flow.shape[0])
             self.stats.append(stats)
-            return _replay(Path(tmp), flow, grid, self.settings, stats, self.progress)
+            return _replay(Path(tmp), flow, grid, self.settings, stats, self.progress,
+                           self.code_dir)
 
 
 def _ts(grid: Grid, b: int) -> int:
@@ -254,12 +273,14 @@ def _wait(cond: Callable[[], int], target: int, timeout_s: float, what: str,
         bar.update(target - bar.n)
 
 
-def _meterd(*args: str) -> list[str]:
-    return [sys.executable, "-m", "meterd", *args]
+def _meterd(code_dir: Path, *args: str) -> dict[str, Any]:
+    """Popen/run arguments for ``meterd ARGS`` importing meterd from ``code_dir``."""
+    env = {**os.environ, "PYTHONPATH": str(code_dir)}
+    return {"args": [sys.executable, "-m", "meterd", *args], "cwd": code_dir, "env": env}
 
 
 def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: ReplayStats,
-            progress: bool) -> list[Incident]:
+            progress: bool, code_dir: Path) -> list[Incident]:
     (tmp / "influxd").mkdir()
     (tmp / "mosquitto").mkdir()
     t_start = time.monotonic()
@@ -267,7 +288,7 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
         cfg = _config(tmp, influx, broker, flow.shape[0])
         first, rest = _messages(flow, grid, settings, stats)
         with (tmp / "meterd.log").open("ab") as log:
-            daemon = subprocess.Popen(_meterd("run", "-c", str(cfg)), stdout=log,
+            daemon = subprocess.Popen(**_meterd(code_dir, "run", "-c", str(cfg)), stdout=log,
                                       stderr=subprocess.STDOUT)
         try:
             _ingest(influx, broker, daemon, first, rest, stats, progress)
@@ -277,7 +298,7 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
         if rc != 0:
             raise RuntimeError(f"meterd run exited {rc}; see {tmp / 'meterd.log'}")
         t_cli = time.monotonic()
-        incidents = _leaks_cli(cfg, grid)
+        incidents = _leaks_cli(cfg, grid, code_dir)
         stats.seconds["meterd leaks"] = time.monotonic() - t_cli
         _check_flow(cfg, flow, grid, settings, stats)
     stats.seconds["total"] = time.monotonic() - t_start
@@ -313,11 +334,11 @@ def _ingest(influx: InfluxServer, broker: MosquittoServer, daemon: subprocess.Po
         gw.close()
 
 
-def _leaks_cli(cfg: Path, grid: Grid) -> list[Incident]:
+def _leaks_cli(cfg: Path, grid: Grid, code_dir: Path) -> list[Incident]:
     """``meterd leaks --json`` over the grid's span, incidents mapped back to rows and grid time."""
     end = _ts(grid, grid.n)
-    out = subprocess.run(_meterd("leaks", "-c", str(cfg), "--start", _iso(T0_REAL),
-                                 "--end", _iso(end), "--json"),
+    out = subprocess.run(**_meterd(code_dir, "leaks", "-c", str(cfg), "--start", _iso(T0_REAL),
+                                   "--end", _iso(end), "--json"),
                          capture_output=True, text=True, check=False, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"meterd leaks exited {out.returncode}: {out.stderr.strip()}")
@@ -378,9 +399,25 @@ class _Recorder:
         return out
 
 
+def snapshot_meterd(into: Path) -> Path:
+    """Copy ``meterd/`` as this process imported it into ``into``; fail if it changed since."""
+    shutil.copytree(REPO / "meterd", into / "meterd", ignore=shutil.ignore_patterns("__pycache__"))
+    if source_digest(into / "meterd") != LOADED_DIGEST:
+        raise RuntimeError("meterd/ changed between this process importing it and the snapshot "
+                           "(someone is editing it); run again")
+    return into
+
+
 def run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None,
         progress: bool = True) -> tuple[dict[str, dict[str, object]], list[str], MqttReplay]:
     """Score in-process meterd and the MQTT replay on the same trials; also list differences."""
+    with tempfile.TemporaryDirectory(prefix="meterd-code-") as code:
+        return _run(zip_path, which, seed, n_onsets, limit, progress, snapshot_meterd(Path(code)))
+
+
+def _run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None,
+         progress: bool, code_dir: Path
+         ) -> tuple[dict[str, dict[str, object]], list[str], MqttReplay]:
     names, _, flow = read_daiad(zip_path)
     rows = split(names, which)
     trials, truth = make_trials(flow, rows, n_onsets, np.random.default_rng(seed))
@@ -389,7 +426,7 @@ def run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None,
         rows = rows[: max(1, math.ceil(limit / n_onsets))]  # the households of those trials
     settings = LeaksConfig()
     local = _Recorder(methods(settings)["meterd"])
-    replay = MqttReplay(progress=progress, settings=settings)
+    replay = MqttReplay(progress=progress, settings=settings, code_dir=code_dir)
     remote = _Recorder(replay)
     results = {"meterd in-process": score(local, flow, rows, trials, truth),
                "meterd via MQTT + daemon + CLI": score(remote, flow, rows, trials, truth)}
@@ -423,6 +460,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{s.max_abs_flow_diff_m3h:.3g} m³/h, {s.unreproducible_runs} unreproducible NaN runs; "
               f"{secs}")
     print(f"- wall time of the whole run {wall:.1f} s")
+    head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
+    print(f"- meterd code: HEAD {head}, meterd/ sources sha256 {LOADED_DIGEST[:12]} (both paths)")
+    if source_digest(REPO / "meterd") != LOADED_DIGEST:
+        print("- meterd/ changed during the run; both paths ran the snapshot taken at the start")
     if diffs:
         print(f"\nINCIDENTS DIFFER ({len(diffs)}):")
         print("\n".join(f"  {d}" for d in diffs[:40]))
