@@ -18,10 +18,14 @@ Protocol (fixed so the numbers can be reproduced):
 - A leak is found when an incident on that row is detected after the onset and within 14 days;
   the delay is ``detected_at - onset``. A leak hidden inside an incident already open before the
   onset is counted as missed.
-- False incidents: the same method on the clean full-year series of the same households. DAIAD
-  has unlabelled natural runs (possible real leaks); an incident whose span overlaps a run of
-  >= 24 h of uninterrupted non-zero use in the clean data is counted in the "natural" column,
-  not as false. Both are per meter-month of observed data.
+- Leak volumes are quantised to whole litres per bin, as the real register reports them.
+- A burst is "caught by the first full hour" when it is detected no later than the end of the
+  first hourly bin that lies wholly after its onset (the first reading that shows all of it).
+- False incidents: the same method on the clean full-year series of the same households, per
+  meter-month of observed data. DAIAD has no leak labels, so *every* incident on the clean data
+  counts (the strict reading, the same for every method). The column "of which on >= 24 h runs"
+  says how many of them overlap a run of >= 24 h of uninterrupted non-zero use (possible real
+  leaks; this is exactly what the vendor rule fires on).
 """
 
 from __future__ import annotations

@@ -12,6 +12,7 @@ from meterd.analysis.hourly import Grid, bin_consumption, local_calendar, rollin
 from meterd.analysis.incidents import episodes, merge_overlapping
 from meterd.analysis.night_flow import detect_night_flow, leakdb_reference, night_minimum
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
+from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
@@ -174,6 +175,7 @@ def test_detectors_are_causal(cut_day: int) -> None:
         lambda f, h: detect_night_flow(f, h),
         lambda f, h: leakdb_reference(f, h),
         lambda f, h: detect_bursts(f),
+        lambda f, h: detect_lost_quiet_hours(f, h.astype(int), np.arange(h.size) // 24),
     ]
     for run in runs:
         full, part = run(flow, hour), run(flow[:, :cut], hour[:cut])

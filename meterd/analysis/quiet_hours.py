@@ -11,6 +11,7 @@ the night is reported at dawn instead of a day after it began.
 from __future__ import annotations
 
 import numpy as np
+from numpy.typing import NDArray
 
 from meterd.analysis.hourly import BoolArray, FloatArray, IntArray
 from meterd.analysis.incidents import Alarm
@@ -18,7 +19,7 @@ from meterd.analysis.incidents import Alarm
 
 def quiet_probability(
     quiet: BoolArray, observed: BoolArray, slot: IntArray, days: int, prior: float = 1.0,
-) -> tuple[FloatArray, FloatArray]:
+) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
     """Causal share of quiet bins in the same slot of the day over the previous ``days`` days.
 
     Parameters
@@ -37,17 +38,28 @@ def quiet_probability(
     (p, n) : arrays of float, shape (n_meters, n_bins)
         The estimate and the number of observed occurrences behind it.
     """
-    p = np.full(quiet.shape, 0.5)
-    n = np.zeros(quiet.shape)
+    p_t, n_t = _quiet_probability_t(np.ascontiguousarray(quiet.T),
+                                    np.ascontiguousarray(observed.T), slot, days, prior)
+    return np.ascontiguousarray(p_t.T), np.ascontiguousarray(n_t.T)
+
+
+def _quiet_probability_t(quiet: BoolArray, observed: BoolArray, slot: IntArray, days: int,
+                         prior: float) -> tuple[NDArray[np.float32], NDArray[np.int32]]:
+    """:func:`quiet_probability` on time-major arrays (n_bins, n_meters): contiguous rows."""
+    p = np.full(quiet.shape, 0.5, dtype=np.float32)
+    n = np.zeros(quiet.shape, dtype=np.int32)
     for s in np.unique(slot):
         idx = np.flatnonzero(slot == s)
         # Cumulative counts before each occurrence: position j sees occurrences < j only.
-        q = np.pad(np.cumsum(quiet[:, idx] & observed[:, idx], axis=1), ((0, 0), (1, 0)))
-        o = np.pad(np.cumsum(observed[:, idx], axis=1), ((0, 0), (1, 0)))
-        j = np.arange(idx.size)
-        lo = np.maximum(j - days, 0)
-        n[:, idx] = o[:, j] - o[:, lo]
-        p[:, idx] = (q[:, j] - q[:, lo] + prior) / (n[:, idx] + 2 * prior)
+        seen = observed[idx]
+        q = np.zeros((idx.size + 1, quiet.shape[1]), dtype=np.int32)
+        o = np.zeros_like(q)
+        np.cumsum(quiet[idx] & seen, axis=0, out=q[1:])
+        np.cumsum(seen, axis=0, out=o[1:])
+        lo = np.maximum(np.arange(idx.size) - days, 0)
+        n_s = o[:-1] - o[lo]
+        n[idx] = n_s
+        p[idx] = (q[:-1] - q[lo] + prior) / (n_s + 2 * prior)
     return p, n
 
 
@@ -107,44 +119,71 @@ def detect_lost_quiet_hours(
     .. [2] Kamstrup A/S, "flowIQ 2200 technical description", info code *Leak* (no quiet hour
        in 24 h), the equal-weight special case.
     """
-    observed = ~np.isnan(flow)
-    quiet = ~(flow > threshold_m3h)
-    p, n_obs = quiet_probability(quiet, observed, slot, days)
-    weight = np.where(n_obs >= min_days, -np.log1p(-np.minimum(p, p_max)), 0.0) * (step_s / 3600)
-    return _scan(flow, quiet | ~observed, weight, day, days, score_h, margin)
+    flow_t = np.ascontiguousarray(flow.T, dtype=np.float32)
+    observed = ~np.isnan(flow_t)
+    quiet = ~(flow_t > threshold_m3h)
+    p, n_obs = _quiet_probability_t(quiet, observed, slot, days, 1.0)
+    np.minimum(p, np.float32(p_max), out=p)
+    weight = -np.log1p(-p)
+    weight[n_obs < min_days] = 0.0
+    weight *= np.float32(step_s / 3600)
+    alarm = _scan(flow_t, quiet | ~observed, weight, np.asarray(day), days, score_h, margin)
+    return Alarm("continuous_flow", np.ascontiguousarray(alarm.active.T),
+                 np.ascontiguousarray(alarm.excess.T), np.ascontiguousarray(alarm.start_lag.T))
 
 
-def _scan(flow: FloatArray, stop: BoolArray, weight: FloatArray, day: IntArray, days: int,
-          score_h: float, margin: float) -> Alarm:
-    """Run the reset-on-quiet evidence sum bin by bin, with the per-meter learnt threshold."""
-    n_m, n = flow.shape
-    active = np.zeros((n_m, n), dtype=bool)
-    excess = np.zeros((n_m, n), dtype=np.float32)
-    lag = np.zeros((n_m, n), dtype=np.int32)
-    score = np.zeros(n_m)
-    low = np.full(n_m, np.inf)
-    run = np.zeros(n_m, dtype=np.int32)
-    on = np.zeros(n_m, dtype=bool)
-    ring = np.zeros((n_m, days))  # largest finished run per day, by day % days
-    today = np.zeros(n_m)
-    learnt = np.zeros(n_m)
-    values = np.where(np.isnan(flow), np.inf, flow)
-    for i in range(n):
-        if i and day[i] != day[i - 1]:
-            ring[:, day[i - 1] % days] = today
-            ring[:, day[i] % days] = 0.0
-            today = np.zeros(n_m)
-            learnt = ring.max(axis=1)
-        stop_i = stop[:, i]
-        today = np.where(stop_i, np.maximum(today, score), today)
-        score = np.where(stop_i, 0.0, score + weight[:, i])
-        low = np.where(stop_i, np.inf, np.minimum(low, values[:, i]))
-        run = np.where(stop_i, 0, run + 1)
-        on = ~stop_i & (on | (score >= np.maximum(score_h, margin * np.maximum(learnt, today))))
-        active[:, i] = on
-        excess[:, i] = np.where(on, low, 0.0)
-        lag[:, i] = np.maximum(run - 1, 0)
-    return Alarm("continuous_flow", active, excess, lag)
+def _scan(flow: NDArray[np.float32], stop: BoolArray, weight: NDArray[np.float32], day: IntArray,
+          days: int, score_h: float, margin: float) -> Alarm:
+    """The reset-on-quiet evidence sum against the learnt threshold, on time-major arrays.
+
+    Within a run the evidence is a difference of prefix sums; prefix sums over bins <= i never
+    change when later data arrives, so the scan stays causal.
+    """
+    idx = np.arange(flow.shape[0], dtype=np.int32)[:, None]
+    last_stop = np.where(stop, idx, np.int32(-1))
+    np.maximum.accumulate(last_stop, axis=0, out=last_stop)
+    total = np.cumsum(weight, axis=0, dtype=np.float32)
+    score = total - np.where(last_stop >= 0, np.take_along_axis(
+        total, np.maximum(last_stop, 0), axis=0), np.float32(0.0))
+    # A finished run's evidence is known at the quiet bin that ends it.
+    peak = np.zeros_like(score)
+    peak[1:] = np.where(stop[1:], score[:-1], np.float32(0.0))
+    need = _learnt_threshold(peak, day, days, score_h, margin)
+    crossed = np.where(~stop & (score >= need), idx, np.int32(-1))
+    np.maximum.accumulate(crossed, axis=0, out=crossed)
+    active = ~stop & (crossed > last_stop)
+    lag = np.maximum(idx - last_stop - 1, 0).astype(np.int32)
+    return Alarm("continuous_flow", active, _run_floor(flow, active, last_stop), lag)
+
+
+def _learnt_threshold(peak: NDArray[np.float32], day: IntArray, days: int, score_h: float,
+                      margin: float) -> NDArray[np.float32]:
+    """``max(score_h, margin * largest run evidence)`` over the previous days and today so far."""
+    starts = np.flatnonzero(np.r_[True, day[1:] != day[:-1]])
+    bounds = np.r_[starts, day.size]
+    per_day = np.maximum.reduceat(peak, starts, axis=0)  # (n_days, n_meters)
+    need = np.empty_like(peak)
+    for d in range(starts.size):
+        a, b = bounds[d], bounds[d + 1]
+        past = per_day[max(0, d - days + 1) : d].max(axis=0, initial=0.0)
+        today = np.maximum.accumulate(peak[a:b], axis=0)
+        need[a:b] = np.maximum(score_h, margin * np.maximum(past, today))
+    return need
+
+
+def _run_floor(flow: NDArray[np.float32], active: BoolArray, last_stop: IntArray
+               ) -> NDArray[np.float32]:
+    """Lowest flow of the run so far, at alarmed bins only (the leak rate under the use)."""
+    excess = np.zeros(flow.shape, dtype=np.float32)
+    n = flow.shape[0]
+    for m in np.flatnonzero(active.any(axis=0)):
+        on = active[:, m]
+        for a in np.flatnonzero(on & ~np.r_[False, on[:-1]]):
+            b = a + int(np.argmin(on[a:])) if not on[a:].all() else n
+            r0 = int(last_stop[a, m]) + 1
+            floor = np.minimum.accumulate(np.nan_to_num(flow[r0:b, m], nan=np.inf))
+            excess[a:b, m] = floor[a - r0 :]
+    return excess
 
 
 __all__ = ["detect_lost_quiet_hours", "quiet_probability"]
