@@ -51,8 +51,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.leak_eval import (AFTER_D, BEFORE_D, DEFAULT_ZIP, natural_runs, register_steps,
-                                  split)
+from benchmarks.leak_eval import AFTER_D, BEFORE_D, DEFAULT_ZIP, natural_runs, register_steps, split
 from meterd.analysis.continuous_flow import vendor_rule
 from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar, local_calendar
 from meterd.analysis.incidents import QUALITY_TYPES, Incident, episodes
@@ -114,8 +113,10 @@ def parent_reading(children: FloatArray, bias: float) -> FloatArray:
     return np.round(total, 3)
 
 
-def stack_zones(blocks: Sequence[tuple[str, FloatArray, FloatArray]], grid: Grid, tz: str) -> Zones:
-    """Zones from (name, parent row, children rows) blocks, ids ``<name>/P`` and ``<name>/c<j>``."""
+def stack_zones(blocks: Sequence[tuple[str, FloatArray, FloatArray]], grid: Grid, tz: str,
+                kids_zero: bool = True) -> Zones:
+    """Zones from (name, parent row, children rows) blocks, ids ``<name>/P`` and ``<name>/c<j>``;
+    ``kids_zero``: the children are normally-zero meters (households, not whole buildings)."""
     rows, meters, kids = [], [], {}
     for name, parent, children in blocks:
         pid = f"{name}/P"
@@ -123,7 +124,8 @@ def stack_zones(blocks: Sequence[tuple[str, FloatArray, FloatArray]], grid: Grid
         meters.append(MeterInfo(pid, building=name))
         kids[pid] = [f"{name}/c{j}" for j in range(children.shape[0])]
         rows.extend(children)
-        meters.extend(MeterInfo(c, building=name, parent=pid, normally_zero=True) for c in kids[pid])
+        meters.extend(MeterInfo(c, building=name, parent=pid, normally_zero=kids_zero)
+                      for c in kids[pid])
     return Zones(np.stack(rows), meters, grid, local_calendar(grid, tz), kids)
 
 
@@ -290,7 +292,7 @@ def sim_zones(seed: int, leak_m3h: float | None, days: int = 120, leak_day: int 
         parent = np.round(hourly[p.id] * (1 + float(rng.uniform(-0.01, 0.01))), 3)
         blocks.append((f"s{seed}-{p.id}", parent, kids))
     grid = Grid(int(t0), days * 24)
-    return stack_zones(blocks, grid, campus.timezone), f"s{seed}-{zone}/P"
+    return stack_zones(blocks, grid, campus.timezone, kids_zero=False), f"s{seed}-{zone}/P"
 
 
 def run_sim(seeds: Sequence[int], settings: LeaksConfig | None = None
