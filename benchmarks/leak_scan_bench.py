@@ -17,6 +17,7 @@ from meterd.analysis.continuous_flow import detect_continuous_flow
 from meterd.analysis.hourly import Grid, local_calendar
 from meterd.analysis.incidents import episodes
 from meterd.analysis.night_flow import detect_night_flow, night_ends
+from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.leaks.config import LeaksConfig
 
 
@@ -43,7 +44,12 @@ def main() -> None:
         "night_flow": lambda: detect_night_flow(flow, cal.hour),
         "continuous_flow": lambda: detect_continuous_flow(flow, 3600, s.continuous.threshold_m3h,
                                                           night_end=dawn),
-        "bursts": lambda: detect_bursts(flow, h=s.bursts.h, min_excess_m3h=s.bursts.min_excess_m3h),
+        "bursts": lambda: detect_bursts(flow, k=s.bursts.k, h=s.bursts.h,
+                                        min_excess_m3h=s.bursts.min_excess_m3h),
+        "lost_quiet_hours": lambda: detect_lost_quiet_hours(
+            flow, cal.hour.astype(np.int64), cal.day, 3600, s.continuous.threshold_m3h,
+            s.continuous.early_days, s.continuous.early_min_days, s.continuous.early_evidence,
+            s.continuous.early_margin),
     }
     counts = {}
     for name, fn in runs.items():

@@ -73,7 +73,8 @@ def replay(cfg: Path, end: str, capsys: pytest.CaptureFixture[str]) -> list[dict
 
 def test_replay_reports_the_leak_once_and_causally(loaded: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    full = replay(loaded, "2025-01-31T00:00:00+00:00", capsys)
+    # The data ends 61 h after the leak stopped: past the 48 h off-delay, so the incident closed.
+    full = replay(loaded, "2025-02-01T00:00:00+00:00", capsys)
     assert [(i["meter"], i["type"]) for i in full] == [("wc1", "continuous_flow")]
     inc = full[0]
     detected = datetime.fromisoformat(str(inc["detected_at"])).timestamp()
@@ -84,6 +85,9 @@ def test_replay_reports_the_leak_once_and_causally(loaded: Path,
     # Cut the period while the leak is on: same detection moment, still open.
     part = replay(loaded, "2025-01-28T00:00:00+00:00", capsys)
     assert part[0]["detected_at"] == inc["detected_at"] and part[0]["end"] is None
+    # 14 h after the leak stopped it is still open: the flow may yet resume (close_after_h = 48).
+    held = replay(loaded, "2025-01-30T00:00:00+00:00", capsys)
+    assert held[0]["detected_at"] == inc["detected_at"] and held[0]["end"] is None
 
 
 def test_replay_table_and_bad_period(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -115,9 +119,10 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, write, state)  # a restart
     assert [i.meter for i in job.open_incidents()] == ["wc1"]
     assert job.run_once(at(27, 18)) == []
-    closed = job.run_once(at(29, 0))
+    assert job.run_once(at(29, 0)) == []  # stopped 14 h ago: held open for close_after_h
+    closed = job.run_once(at(30, 12))
     assert len(closed) == 1 and closed[0].end is not None and closed[0].start == opened[0].start
-    assert job.run_once(at(30, 0)) == [] and job.open_incidents() == []
+    assert job.run_once(at(31, 0)) == [] and job.open_incidents() == []
     series = influxd.query('SELECT * FROM "incidents"', db="campus")
     assert len(series) == 1 and len(series[0]["values"]) == 1  # type: ignore[arg-type]
     row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))  # type: ignore[call-overload]

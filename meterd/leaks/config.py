@@ -48,7 +48,12 @@ class ContinuousFlowSettings(_Section):
     window_h: float = Field(default=24.0, gt=0, le=24 * 14)
     quiet_h: float = Field(default=1.0, gt=0)
     all_meters: bool = False  # False: only meters with normally_zero = true
-    night_run_h: float | None = Field(default=20.0, gt=0)  # open at dawn after this long; None: off
+    night_run_h: float | None = Field(default=None, gt=0)  # open at dawn after this long; None: off
+    early: bool = True  # also weigh each hour by how rarely this meter flows then (quiet_hours.py)
+    early_days: int = Field(default=28, ge=7, le=90)  # history behind the weights and learnt runs
+    early_min_days: int = Field(default=7, ge=1)  # observed days per hour before it counts
+    early_evidence: float = Field(default=18.0, gt=0)  # evidence (nats) to open
+    early_margin: float = Field(default=1.5, ge=1)  # ... and this times the meter's largest recent run
 
 
 class BurstSettings(_Section):
@@ -58,8 +63,8 @@ class BurstSettings(_Section):
     method: Literal["cusum", "ewma"] = "cusum"
     weeks: int = Field(default=4, ge=1, le=12)
     min_weeks: int = Field(default=2, ge=1)
-    k: float = Field(default=1.0, ge=0)
-    h: float = Field(default=14.0, gt=0)
+    k: float = Field(default=2.0, ge=0)
+    h: float = Field(default=10.0, gt=0)
     min_sigma_m3h: float = Field(default=0.05, gt=0)
     min_excess_m3h: float = Field(default=0.29, ge=0)
     close_bins: int = Field(default=2, ge=1)
@@ -103,6 +108,7 @@ class LeaksConfig(_Section):
     history_days: int = Field(default=35, ge=7, le=400)  # fetched per run for the baselines
     max_interval_s: float | None = Field(default=None, gt=0)  # longer = a gap (default 2 steps)
     min_rate_m3h: float = Field(default=0.0, ge=0)  # incidents smaller than this are dropped
+    close_after_h: float = Field(default=48.0, ge=0)  # alarm-free hours before an incident closes
     measurement: str = Field(default="incidents", min_length=1)
     night: NightFlowSettings = Field(default_factory=NightFlowSettings)
     continuous: ContinuousFlowSettings = Field(default_factory=ContinuousFlowSettings)

@@ -15,9 +15,10 @@ from meterd.analysis.balance import detect_zone_balance, imbalance
 from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow
 from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar
-from meterd.analysis.incidents import Alarm, Incident, episodes, merge_overlapping
+from meterd.analysis.incidents import Alarm, Incident, episodes, hold_open, merge_overlapping
 from meterd.analysis.night_flow import detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
+from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
 from meterd.leaks.config import LeaksConfig
 
@@ -71,6 +72,11 @@ def detect(
                                                                 (s_n.start_h, s_n.end_h))
         add(rows, detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
                                          s_c.quiet_h, dawn, s_c.night_run_h or 0.0))
+        if s_c.early:
+            slot = (cal.hour * 3600 // step).astype(np.int64)
+            add(rows, detect_lost_quiet_hours(
+                flow[rows], slot, cal.day, step, s_c.threshold_m3h, s_c.early_days,
+                s_c.early_min_days, s_c.early_evidence, s_c.early_margin))
     s_b = settings.bursts
     if s_b.enabled and meters:
         add(all_rows, detect_bursts(
@@ -82,7 +88,8 @@ def detect(
     if s_o.enabled and rows:
         empty = empty_mask(cal.hour, cal.day, list(breaks), (s_o.night_start_h, s_o.night_end_h))
         add(rows, detect_out_of_hours(flow[rows], empty, step, s_o.allowance_m3h, s_o.min_hours))
-    return merge_overlapping(found)
+    return hold_open(merge_overlapping(found), round(settings.close_after_h * 3600),
+                     grid.t0_s + grid.n * grid.step_s)
 
 
 def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
