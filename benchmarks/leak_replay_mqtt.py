@@ -133,6 +133,7 @@ class ReplayStats:
     unreproducible_runs: int = 0
     nan_mismatch_bins: int = 0
     max_abs_flow_diff_m3h: float = 0.0
+    daemon_log_problems: list[str] = field(default_factory=list)  # WARNING/ERROR lines of meterd
     seconds: dict[str, float] = field(default_factory=dict)
 
 
@@ -295,8 +296,11 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
         finally:
             daemon.send_signal(signal.SIGTERM)
             rc = daemon.wait(120)
+        log_text = (tmp / "meterd.log").read_text(errors="replace")
+        stats.daemon_log_problems = [ln for ln in log_text.splitlines()
+                                     if "WARNING" in ln or "ERROR" in ln or "Traceback" in ln]
         if rc != 0:
-            raise RuntimeError(f"meterd run exited {rc}; see {tmp / 'meterd.log'}")
+            raise RuntimeError(f"meterd run exited {rc}:\n{log_text[-3000:]}")
         t_cli = time.monotonic()
         incidents = _leaks_cli(cfg, grid, code_dir)
         stats.seconds["meterd leaks"] = time.monotonic() - t_cli
@@ -458,7 +462,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- {what}: {s.meters} meters, {s.readings} readings, {s.points} consumption points; "
               f"flow read back: {s.nan_mismatch_bins} NaN-pattern mismatches, max |diff| "
               f"{s.max_abs_flow_diff_m3h:.3g} m³/h, {s.unreproducible_runs} unreproducible NaN runs; "
-              f"{secs}")
+              f"{secs}; {len(s.daemon_log_problems)} warning/error lines in the daemon log")
+        for line in s.daemon_log_problems[:5]:
+            print(f"    {line}")
     print(f"- wall time of the whole run {wall:.1f} s")
     head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
                           capture_output=True, text=True, check=False).stdout.strip()
