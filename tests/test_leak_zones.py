@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meterd.analysis.hourly import Grid, local_calendar
-from meterd.analysis.night_flow import detect_night_flow
+from meterd.analysis.night_flow import day_classes, detect_night_flow
 from meterd.leaks.config import LeaksConfig
 from meterd.leaks.engine import MeterInfo, detect
 
@@ -60,8 +60,9 @@ def test_running_minimum_that_falls_back_closes_at_the_window_end() -> None:
     assert on.tolist() == [30 * 24 + 2, 30 * 24 + 3]  # until the night's full minimum is known
 
 
+@pytest.mark.parametrize("typed", [False, True])
 @pytest.mark.parametrize("cut", [26 * 24 + 3, 26 * 24 + 4, 31 * 24 + 2, 37 * 24 + 5])
-def test_new_night_flow_rules_are_causal(cut: int) -> None:
+def test_new_night_flow_rules_are_causal(cut: int, typed: bool) -> None:
     """Appending data after the cut changes nothing before it (early, strong and zone paths)."""
     n = DAYS * 24
     rng = np.random.default_rng(6)
@@ -70,12 +71,55 @@ def test_new_night_flow_rules_are_causal(cut: int) -> None:
     flow[1, 25 * 24 + 1 :] += 0.4
     flow[2, 30 * 24 + 2] += 1.0
     hour = hours(n)
-    full = detect_night_flow(flow, hour, persist_nights=2, strong_factor=3.0, early=True)
+    kind = day_kinds(n) if typed else None
+    full = detect_night_flow(flow, hour, persist_nights=2, strong_factor=3.0, early=True,
+                             day_class=kind)
     part = detect_night_flow(flow[:, :cut], hour[:cut], persist_nights=2, strong_factor=3.0,
-                             early=True)
+                             early=True, day_class=None if kind is None else kind[:cut])
     np.testing.assert_array_equal(full.active[:, :cut], part.active)
     np.testing.assert_array_equal(full.excess[:, :cut], part.excess)
     np.testing.assert_array_equal(full.start_lag[:, :cut], part.start_lag)
+
+
+def day_kinds(n: int, breaks: list[tuple[int, int]] | None = None) -> np.ndarray:
+    cal = local_calendar(Grid(T0, n), "UTC")
+    return day_classes(cal.weekday, cal.day, breaks or [])
+
+
+def test_day_classes_weekend_over_break() -> None:
+    cal = local_calendar(Grid(T0, 14 * 24), "UTC")  # Monday 2024-01-01, two weeks
+    first = int(cal.day[0])
+    kind = day_classes(cal.weekday, cal.day, [(first + 7, first + 13)])[::24]
+    assert kind.tolist() == [0, 0, 0, 0, 0, 1, 1, 2, 2, 2, 2, 2, 1, 1]
+
+
+def busy_weekends(n: int) -> np.ndarray:
+    """A building whose weekend nights use 25 % more than its weekday nights (residents in)."""
+    rng = np.random.default_rng(11)
+    weekend = np.repeat(np.arange(n // 24) % 7 >= 5, 24)
+    return (np.where(weekend, 0.125, 0.10) + 0.001 * rng.standard_normal(n))[None, :]
+
+
+def test_busier_weekend_nights_are_compared_with_weekend_nights() -> None:
+    n = DAYS * 24
+    flow, kind = busy_weekends(n), day_kinds(n)
+    pooled = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=3.0, early=True)
+    assert pooled.active.any()  # the old baseline flags (nearly) every weekend
+    typed = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=3.0, early=True,
+                              day_class=kind)
+    assert not typed.active.any()
+
+
+@pytest.mark.parametrize("leak_day", [30, 33])  # a Wednesday and a Saturday
+def test_day_typed_baseline_still_finds_a_leak_on_either_kind_of_day(leak_day: int) -> None:
+    n = DAYS * 24
+    flow = busy_weekends(n)
+    flow[0, leak_day * 24 + 10 :] += 0.02  # 20 L/h: below a weekend's extra night use
+    alarm = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=3.0, early=True,
+                              day_class=day_kinds(n))
+    first = int(np.argmax(alarm.active[0]))
+    assert alarm.active[0].any() and leak_day * 24 + 10 < first <= (leak_day + 3) * 24
+    assert alarm.active[0, first:].all()
 
 
 def small_zone(n: int, leak_m3h: float, leak_at: int) -> tuple[np.ndarray, list[MeterInfo]]:

@@ -110,6 +110,7 @@ def detect_night_flow(
     persist_nights: int = 1,
     strong_factor: float | None = None,
     early: bool = False,
+    day_class: IntArray | None = None,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -137,6 +138,11 @@ def detect_night_flow(
         With ``strong_factor``, also watch the running minimum inside the window: the minimum so
         far can only fall, so once even it is strong evidence the night is flagged at that bin
         instead of at the window's end. The night's full minimum still decides what follows.
+    day_class : array of int, shape (n_bins,), optional
+        Kind of day of each bin (0 = term weekday, 1 = weekend, 2 = break day; see
+        :func:`day_classes`). Each night is then compared only with earlier nights of its own
+        kind (the class of the bin that opens its window), so a building whose weekend nights
+        are busier than its weekday nights is not flagged every weekend. None: one class.
 
     Returns
     -------
@@ -165,8 +171,9 @@ def detect_night_flow(
     run_min, starts = _running_minimum(flow, local_hour, step_s, night) if early else (None, None)
     n_m, n_n = nights.mnf.shape
     n_all = n_n if starts is None else starts.size  # + the night the data ends inside, if any
-    hist = np.full((n_m, window_days), np.nan)
-    pos = np.zeros(n_m, dtype=np.int64)
+    kind = _night_kinds(day_class, local_hour, step_s, night, n_all)
+    hist = np.full((int(kind.max(initial=0)) + 1, n_m, window_days), np.nan)
+    pos = np.zeros((hist.shape[0], n_m), dtype=np.int64)
     run = np.zeros(n_m, dtype=np.int64)
     night_active = np.zeros((n_m, n_n), dtype=bool)
     net = np.zeros((n_m, n_n))
@@ -177,7 +184,8 @@ def detect_night_flow(
     strong = np.inf if strong_factor is None else strong_factor
     stop = np.r_[nights.end_bin, flow.shape[1]]  # early alarms run until the night is decided
     for d in range(n_all):
-        enough, base, allow = _baseline(hist, min_history, allowance_m3h, allowance_rel, k_mad)
+        c = int(kind[d])
+        enough, base, allow = _baseline(hist[c], min_history, allowance_m3h, allowance_rel, k_mad)
         thresh[:, d] = np.where(enough, base + allow, np.inf)
         base_n[:, d] = base
         if run_min is not None and starts is not None:
@@ -191,12 +199,50 @@ def detect_night_flow(
         night_active[:, d] = (run >= persist_nights) | (flagged & (x - base > strong * allow))
         net[:, d] = np.where(flagged, x - base, 0.0)
         learn = ~flagged & ~np.isnan(x)
-        hist[rows[learn], pos[learn] % window_days] = x[learn]
-        pos += learn
+        hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
+        pos[c] += learn
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:
         _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
     return alarm
+
+
+def day_classes(weekday: IntArray, local_day: IntArray,
+                breaks: list[tuple[int, int]] | tuple[tuple[int, int], ...] = ()) -> IntArray:
+    """Kind of day of each bin: 0 = term weekday, 1 = weekend, 2 = weekday in a break.
+
+    Parameters
+    ----------
+    weekday : array of int, shape (n_bins,)
+        Local weekday, 0 = Monday (:class:`meterd.analysis.hourly.LocalCalendar`).
+    local_day : array of int, shape (n_bins,)
+        Local date as a proleptic ordinal.
+    breaks : list of (int, int)
+        First and last ordinal (inclusive) of each term break (``[calendar] breaks``).
+
+    Returns
+    -------
+    array of int, shape (n_bins,)
+        A campus's legitimate night use differs by these kinds (residents stay in at weekends,
+        buildings empty in breaks), so night flow is compared within a kind only.
+    """
+    out = np.where(np.asarray(weekday) >= 5, 1, 0).astype(np.int64)
+    in_break = np.zeros(out.shape, dtype=bool)
+    for first, last in breaks:
+        in_break |= (local_day >= first) & (local_day <= last)
+    out[in_break & (out == 0)] = 2
+    return out
+
+
+def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int,
+                 night: tuple[float, float], n_all: int) -> IntArray:
+    """Kind of each night: the class of the bin that opens its window (known as soon as the
+    night starts, so a night being judged never changes kind as more data arrives)."""
+    if day_class is None:
+        return np.zeros(n_all, dtype=np.int64)
+    in_win = night_bins(local_hour, step_s, night)
+    starts = np.flatnonzero(in_win & ~np.r_[False, in_win[:-1]])
+    return np.asarray(day_class, dtype=np.int64)[starts[:n_all]]
 
 
 def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float, allowance_rel: float,

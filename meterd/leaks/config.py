@@ -31,6 +31,7 @@ class NightFlowSettings(_Section):
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
     strong_factor: float | None = Field(default=3.0, gt=1)  # net > this × allowance opens at once
     early: bool = True  # flag a strong night from its running minimum, before the window ends
+    day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")

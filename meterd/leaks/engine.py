@@ -16,7 +16,7 @@ from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow
 from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar
 from meterd.analysis.incidents import Alarm, Incident, episodes, hold_open, merge_overlapping
-from meterd.analysis.night_flow import detect_night_flow, night_ends
+from meterd.analysis.night_flow import day_classes, detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
@@ -63,7 +63,8 @@ def detect(
         found.extend(episodes(detect_night_flow(
             flow[rows], cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
             s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor,
-            s_n.early), [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
+            s_n.early, _day_class(cal, s_n.day_types, breaks)),
+            [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
             price_per_m3, settings.min_rate_m3h))
     s_c = settings.continuous
     rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero]
@@ -82,7 +83,7 @@ def detect(
         add(all_rows, detect_bursts(
             flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
             s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
-    found.extend(_zones(flow, grid, cal, meters, settings, price_per_m3))
+    found.extend(_zones(flow, grid, cal, meters, settings, price_per_m3, breaks))
     s_o = settings.out_of_hours
     rows = [i for i, m in enumerate(meters) if not s_o.buildings or m.building in s_o.buildings]
     if s_o.enabled and rows:
@@ -92,8 +93,15 @@ def detect(
                      grid.t0_s + grid.n * grid.step_s)
 
 
+def _day_class(cal: LocalCalendar, on: bool, breaks: Sequence[tuple[int, int]]
+               ) -> np.ndarray | None:
+    """Kind of day per bin for night-flow baselines (weekday, weekend, break), None when off."""
+    return day_classes(cal.weekday, cal.day, list(breaks)) if on else None
+
+
 def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
-           settings: LeaksConfig, price_per_m3: float) -> list[Incident]:
+           settings: LeaksConfig, price_per_m3: float,
+           breaks: Sequence[tuple[int, int]] = ()) -> list[Incident]:
     """Zone balance and the zone's night imbalance per parent with children, and stopped
     children while their parent flows."""
     index = {m.id: i for i, m in enumerate(meters)}
@@ -122,7 +130,7 @@ def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[Me
             alarm = detect_night_flow(
                 diff, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days,
                 s_n.min_history, s_n.allowance_m3h, 0.0, s_n.k_mad, s_n.persist_nights,
-                s_n.strong_factor, s_n.early)
+                s_n.strong_factor, s_n.early, _day_class(cal, s_n.day_types, breaks))
             out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
                                 settings.min_rate_m3h))
     s_s = settings.stopped
