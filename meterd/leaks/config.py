@@ -79,6 +79,7 @@ class BalanceSettings(_Section):
     h: float = Field(default=8.0, gt=0)
     min_sigma_m3h: float = Field(default=0.003, gt=0)  # ~ hourly 1-litre resolution of a zone
     baseline_days: int = Field(default=7, ge=1)
+    night_allowance_m3h: float = Field(default=0.0015, ge=0)  # zone night imbalance: resolution
 
 
 class OutOfHoursSettings(_Section):

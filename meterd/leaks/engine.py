@@ -129,7 +129,7 @@ def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[Me
             # allowance; its spread (k_mad) and the fixed allowance cover resolution.
             alarm = detect_night_flow(
                 diff, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days,
-                s_n.min_history, s_n.allowance_m3h, 0.0, s_n.k_mad, s_n.persist_nights,
+                s_n.min_history, s_z.night_allowance_m3h, 0.0, s_n.k_mad, s_n.persist_nights,
                 s_n.strong_factor, s_n.early, _day_class(cal, s_n.day_types, breaks))
             out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
                                 settings.min_rate_m3h))
