@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -172,6 +172,18 @@ BANDS = [("leak", 0.002, 0.005, "leak 2–5 L/h"), ("leak", 0.005, 0.015, "leak 
          ("burst", 1.0, 2.01, "burst 1–2 m³/h")]
 
 
+def band_cells(hits: Sequence[tuple[object, ...]], bands: Sequence[tuple[str, float, float, str]]
+               ) -> list[str]:
+    """"found/total" per (kind, low, high) band of ``(kind, size, delay or None, ...)`` hits,
+    then the recall over all hits."""
+    cells = []
+    for kind, lo, hi, _ in bands:
+        sel = [h for h in hits if h[0] == kind and lo <= float(h[1]) < hi]  # type: ignore[arg-type]
+        cells.append(f"{sum(h[2] is not None for h in sel)}/{len(sel)}")
+    found = sum(h[2] is not None for h in hits)
+    return [*cells, f"{found / max(len(hits), 1):.3f}"]
+
+
 def table(results: dict[str, dict[str, object]]) -> str:
     head = ["method", *[b[3] for b in BANDS], "recall", "clean-data incidents /meter-month",
             "of which on >= 24 h runs", "median delay h (leaks)", "median delay h (bursts)",
@@ -180,12 +192,8 @@ def table(results: dict[str, dict[str, object]]) -> str:
     for name, res in results.items():
         hits = res["hits"]
         assert isinstance(hits, list)
-        cells = [name]
-        for kind, lo, hi, _ in BANDS:
-            sel = [h for h in hits if h[0] == kind and lo <= h[1] < hi]
-            cells.append(f"{sum(h[2] is not None for h in sel)}/{len(sel)}")
+        cells = [name, *band_cells(hits, BANDS)]
         found = [h for h in hits if h[2] is not None]
-        cells.append(f"{len(found) / max(len(hits), 1):.3f}")
         cells += [f"{res['false'] + res['natural']:.3f}", f"{res['natural']:.3f}"]  # type: ignore[operator]
         for kind in ("leak", "burst"):
             d = [h[2] for h in found if h[0] == kind]

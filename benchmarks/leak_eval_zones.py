@@ -54,7 +54,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.leak_eval import AFTER_D, BEFORE_D, DEFAULT_ZIP, natural_runs, register_steps, split
+from benchmarks.leak_eval import (
+    AFTER_D,
+    BEFORE_D,
+    DEFAULT_ZIP,
+    band_cells,
+    natural_runs,
+    register_steps,
+    split,
+)
 from meterd.analysis.continuous_flow import vendor_rule
 from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar, local_calendar
 from meterd.analysis.incidents import QUALITY_TYPES, Incident, episodes
@@ -248,12 +256,8 @@ def table(results: dict[str, dict[str, object]]) -> str:
     for name, res in results.items():
         hs = res["hits"]
         assert isinstance(hs, list)
-        cells = [name]
-        for kind, lo, hi, _ in BANDS:
-            sel = [h for h in hs if h[0] == kind and lo <= h[1] < hi]
-            cells.append(f"{sum(h[2] is not None for h in sel)}/{len(sel)}")
+        cells = [name, *band_cells(hs, BANDS)]
         found = [h for h in hs if h[2] is not None]
-        cells.append(f"{len(found) / max(len(hs), 1):.3f}")
         cells += [f"{res['false']:.3f}", f"{res['natural']:.3f}",
                   f"{float(res['false']) + float(res['natural']):.3f}", f"{res['zone']:.3f}"]
         for kinds in (("mains leak",), ("child leak",), ("mains burst", "child burst")):
