@@ -213,12 +213,17 @@ def run(zip_path: Path, which: str, seed: int, n_onsets: int,
             for name, m in methods(settings or LeaksConfig()).items()}
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def trial_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options that pick the trial set, shared by the benchmarks built on it."""
     ap.add_argument("--zip", type=Path, default=DEFAULT_ZIP)
     ap.add_argument("--split", choices=("heldout", "dev"), default="heldout")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--onsets", type=int, default=8, help="trials per household")
+    return ap
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = trial_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     args = ap.parse_args(argv)
     if not args.zip.exists():
         print(f"DAIAD data not found at {args.zip}", file=sys.stderr)

@@ -50,7 +50,7 @@ from typing import Any
 
 import numpy as np
 import paho.mqtt.client as mqtt
-from leak_eval import DEFAULT_ZIP, Method, make_trials, methods, score, split, table
+from leak_eval import Method, make_trials, methods, score, split, table, trial_args
 from numpy.typing import NDArray
 from tqdm import tqdm
 
@@ -439,11 +439,7 @@ def _run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--zip", type=Path, default=DEFAULT_ZIP)
-    ap.add_argument("--split", choices=("heldout", "dev"), default="heldout")
-    ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--onsets", type=int, default=8, help="trials per household")
+    ap = trial_args(argparse.ArgumentParser(description=__doc__.splitlines()[0]))
     ap.add_argument("--limit", type=int, default=None,
                     help="first N trials only, and the clean series of the first ceil(N / onsets) households")
     args = ap.parse_args(argv)

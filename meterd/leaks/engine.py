@@ -60,10 +60,8 @@ def detect(
             and not (settings.balance.enabled and m.id in zones)]
     if s_n.enabled and rows:
         # Otherwise a parent's night flow is still its zone's: report it as the zone.
-        found.extend(episodes(detect_night_flow(
-            flow[rows], cal.hour, step, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
-            s_n.allowance_m3h, s_n.allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor,
-            s_n.early, _day_class(cal, s_n.day_types, breaks)),
+        found.extend(episodes(
+            _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h, s_n.allowance_rel),
             [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
             price_per_m3, settings.min_rate_m3h))
     s_c = settings.continuous
@@ -93,10 +91,16 @@ def detect(
                      grid.t0_s + grid.n * grid.step_s)
 
 
-def _day_class(cal: LocalCalendar, on: bool, breaks: Sequence[tuple[int, int]]
-               ) -> np.ndarray | None:
-    """Kind of day per bin for night-flow baselines (weekday, weekend, break), None when off."""
-    return day_classes(cal.weekday, cal.day, list(breaks)) if on else None
+def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: LeaksConfig,
+                breaks: Sequence[tuple[int, int]], allowance_m3h: float,
+                allowance_rel: float) -> Alarm:
+    """``[leaks.night]`` on meters or zone imbalances; only the allowance differs between them."""
+    s_n = settings.night
+    kinds = day_classes(cal.weekday, cal.day, list(breaks)) if s_n.day_types else None
+    return detect_night_flow(
+        flow, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
+        allowance_m3h, allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor, s_n.early,
+        kinds)
 
 
 def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
@@ -127,10 +131,7 @@ def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[Me
         if s_n.enabled:
             # The imbalance's normal level is the meters' calibration, near zero: no relative
             # allowance; its spread (k_mad) and the fixed allowance cover resolution.
-            alarm = detect_night_flow(
-                diff, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days,
-                s_n.min_history, s_z.night_allowance_m3h, 0.0, s_n.k_mad, s_n.persist_nights,
-                s_n.strong_factor, s_n.early, _day_class(cal, s_n.day_types, breaks))
+            alarm = _night_flow(diff, grid, cal, settings, breaks, s_z.night_allowance_m3h, 0.0)
             out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
                                 settings.min_rate_m3h))
     s_s = settings.stopped
