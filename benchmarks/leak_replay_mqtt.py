@@ -16,14 +16,17 @@ Mapping (fixed so the numbers can be reproduced):
 - Grid time 0 of ``leak_eval`` (1970-01-01, a Thursday, local midnight of the UTC-labelled
   DAIAD series) maps to 2015-01-01T00:00Z, also a Thursday; the site time zone is UTC, so hours
   of the day and of the week line up. Incident times are mapped back.
-- Register reading ``b`` (time ``T0 + b h``) is the litres used in bins ``[0, b)``, NaN bins
-  counting zero: the register is held across unknown bins.
-- A NaN bin publishes nothing. The reading at the end of every observed bin is published; the
-  reading at its start only where meterd needs it to keep the bin: before the first observed bin,
-  and after a run of NaN bins longer than ``max_interval_s`` (a gap, whose bins meterd leaves
-  unknown). After a shorter run, the next reading's interval counts wholly in the observed bin
-  (``bin_consumption``), the NaN bins before it staying unknown. A run for which neither works
-  (with the default ``max_interval_s`` of 2 h, exactly 2 NaN bins) is counted and reported.
+- Register reading ``b`` (time ``T0 + b h``) is the litres used in bins ``[0, b)``. A NaN bin in
+  a run of two or more adds one litre: meterd leaves such a run unknown only because use happened
+  in it whose hour is not known (a long interval with no use is known zeros).
+- A NaN bin publishes nothing. The reading at the end of every observed bin is published, and the
+  reading at its start when the bin before it is not observed: the NaN run between is then one
+  interval longer than ``max_interval_s`` over two or more bins, which meterd leaves unknown.
+- After a single NaN bin the observed bin's reading is published early, a quarter of a step into
+  the bin: its interval is then 1.25 steps, within ``max_interval_s``, and fills that bin only, as
+  a late meter's reading does. Where neither works (a single NaN bin right after such an early
+  reading, or a ``max_interval_s`` that does not allow it), the next bin is lost with the run,
+  nothing is invented, and the run is counted and reported.
 - ``meterd leaks --start T0`` fetches ``history_days`` of (empty) history before ``T0``; the
   detectors are causal, so leading empty bins change nothing (checked by comparing incidents).
 """
@@ -83,7 +86,11 @@ LOADED_DIGEST = source_digest(REPO / "meterd")
 BoolArray = NDArray[np.bool_]
 
 
-def publish_plan(observed: BoolArray, gap_bins: float) -> tuple[NDArray[np.int64], int]:
+EARLY = 0.25  # steps into its bin at which a reading after a single NaN bin is published
+
+
+def publish_plan(observed: BoolArray, gap_bins: float
+                 ) -> tuple[NDArray[np.float64], NDArray[np.int64], int]:
     """Register readings one meter publishes so meterd rebuilds exactly the observed bins.
 
     Parameters
@@ -91,31 +98,42 @@ def publish_plan(observed: BoolArray, gap_bins: float) -> tuple[NDArray[np.int64
     observed : array of bool, shape (n,)
         Which bins of the flow row are known (not NaN).
     gap_bins : float
-        ``max_interval_s / step_s``: longer intervals are gaps for meterd's ``bin_consumption``.
+        ``max_interval_s / step_s``: longer intervals over two or more bins are unknown to
+        meterd's ``bin_consumption``; shorter ones fill the bin that holds their end.
 
     Returns
     -------
-    boundaries : array of int
-        Sorted bin boundaries ``b`` (reading at ``T0 + b * step``) to publish.
-    unreproducible : int
-        NaN runs for which no choice of readings keeps both the run unknown and the next bin
-        (the run's bins are then left to the interval that ends in the next observed bin).
+    (times, boundaries, unreproducible)
+        Reading times in steps after ``T0`` (sorted), the bin boundary whose register value each
+        reading carries, and the NaN runs no choice of readings keeps unknown while keeping the
+        next bin (the next bin is then lost with the run).
     """
-    idx = np.flatnonzero(observed)
-    if idx.size == 0:
-        return np.zeros(0, dtype=np.int64), 0
-    prev = np.r_[-1, idx[:-1]]
-    run = idx - prev - 1  # NaN bins just before each observed bin
-    first = prev < 0
-    # Without a start reading the interval is run + 1 bins and lands wholly in the observed bin.
-    need_start = first | ((run > 0) & (run + 1 > gap_bins) & (run > gap_bins))
-    unreproducible = int(np.sum(~first & (run > 0) & (run + 1 > gap_bins) & (run <= gap_bins)))
-    return np.union1d(idx + 1, idx[need_start]).astype(np.int64), unreproducible
+    times: list[float] = []
+    bounds: list[int] = []
+    bad = 0
+    last_early = False
+    prev = -1
+    for i in np.flatnonzero(observed).tolist():
+        run = i - prev - 1
+        early = False
+        if prev < 0 or (run >= 2 and run > gap_bins):
+            times.append(float(i))
+            bounds.append(i)
+        elif run == 1 and not last_early and gap_bins >= 1 + EARLY:
+            early = True
+        elif run > 0:
+            bad += 1
+        times.append(i + EARLY if early else float(i + 1))
+        bounds.append(i + 1)
+        last_early, prev = early, i
+    return np.array(times), np.array(bounds, dtype=np.int64), bad
 
 
 def register_litres(flow: FloatArray) -> FloatArray:
-    """Cumulative litres at each bin boundary (length n + 1); NaN bins add nothing."""
-    litres = np.round(np.nan_to_num(flow, nan=0.0) * 1000.0, 6)  # DAIAD bins are whole litres
+    """Cumulative litres at each bin boundary (length n + 1); a NaN run of 2+ bins adds 1 L a bin."""
+    nan = np.isnan(flow)
+    lone = nan & ~np.r_[False, nan[:-1]] & ~np.r_[nan[1:], False]
+    litres = np.round(np.where(nan, np.where(lone, 0.0, 1.0), flow * 1000.0), 6)
     return np.round(np.concatenate([[0.0], np.cumsum(litres)]), 6)
 
 
@@ -162,8 +180,8 @@ class MqttReplay:
                            self.code_dir)
 
 
-def _ts(grid: Grid, b: int) -> int:
-    return T0_REAL + b * grid.step_s
+def _ts(grid: Grid, steps: float) -> int:
+    return T0_REAL + round(steps * grid.step_s)
 
 
 def _iso(ts: int) -> str:
@@ -200,15 +218,15 @@ client_id = "meterd-replay-{uuid.uuid4().hex[:8]}"
 def _messages(flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: ReplayStats
               ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
     """(first reading of each meter, every later reading in time order) as (topic, payload)."""
-    max_iv = settings.max_interval_s or 2.0 * grid.step_s
+    max_iv = settings.max_interval_s or 1.5 * grid.step_s
     first, rest = [], []
     for r in range(flow.shape[0]):
-        bounds, bad = publish_plan(~np.isnan(flow[r]), max_iv / grid.step_s)
+        times, bounds, bad = publish_plan(~np.isnan(flow[r]), max_iv / grid.step_s)
         stats.unreproducible_runs += bad
         reg = register_litres(flow[r])
-        msgs = [(int(b), f"replay/water/{_meter_id(r)}",
-                 json.dumps({"ts": _ts(grid, int(b)), "volume_m3": _litre_text(reg[b])}))
-                for b in bounds]
+        msgs = [(t, f"replay/water/{_meter_id(r)}",
+                 json.dumps({"ts": _ts(grid, t), "volume_m3": _litre_text(reg[b])}))
+                for t, b in zip(times.tolist(), bounds.tolist(), strict=True)]
         if msgs:
             first.append(msgs[0][1:])
             rest.extend(msgs[1:])

@@ -41,6 +41,28 @@ def test_bin_consumption_keeps_resolution_and_marks_gaps() -> None:
     assert np.isnan(flow[2:5]).all() and np.isnan(flow[5])  # a 3 h gap is unknown, not spread
 
 
+def test_a_missed_reading_does_not_pile_two_hours_into_one() -> None:
+    grid = Grid(T0, 4)
+    ends = T0 + np.array([3600, 3 * 3600, 4 * 3600]) - 5.0  # 5 s early, and 02:00 never came
+    flow = bin_consumption(grid, ends, np.array([0.01, 0.02, 0.01]), np.array([3600, 7200, 3600]))
+    assert flow[0] == pytest.approx(0.01) and flow[3] == pytest.approx(0.01)
+    assert np.isnan(flow[1:3]).all()  # 20 L over two hours: not 20 L/h in one of them
+
+
+def test_a_long_interval_with_no_use_is_known_to_be_zero() -> None:
+    grid = Grid(T0, 5)
+    ends = T0 + np.array([3600.0, 4 * 3600, 5 * 3600])
+    flow = bin_consumption(grid, ends, np.array([0.01, 0.0, 0.002]), np.array([3600, 3 * 3600, 3600]))
+    assert flow.tolist() == pytest.approx([0.01, 0.0, 0.0, 0.0, 0.002])
+
+
+def test_clock_jitter_below_half_a_step_still_fills_one_bin() -> None:
+    grid = Grid(T0, 2)
+    flow = bin_consumption(grid, T0 + np.array([3590.0, 7190.0]), np.array([0.01, 0.02]),
+                           np.array([3590.0, 3600.0]))
+    assert flow.tolist() == pytest.approx([0.01, 0.02])
+
+
 def test_local_calendar_follows_the_site_zone() -> None:
     hour = local_calendar(Grid(T0, 24), "Asia/Shanghai").hour
     assert hour[0] == 8.0 and hour[18] == 2.0

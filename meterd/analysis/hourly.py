@@ -60,35 +60,45 @@ def bin_consumption(
     interval_s : array of float
         Length of each interval, s.
     max_interval_s : float, optional
-        Intervals longer than this are data gaps: their bins become NaN (unknown shape) rather
-        than an invented even spread. Default ``2 * grid.step_s``.
+        Longest interval that still counts as one bin's reading (clock jitter included); default
+        ``1.5 * grid.step_s``. A longer interval that reaches into more than one bin after the
+        bin of its start reading spans several bins, so a missed reading does not pile two hours
+        of use into one.
 
     Returns
     -------
     flow : array of float, shape (grid.n,)
-        Volume landing in each bin divided by the bin length in hours; NaN for bins with no
-        point and bins covered by a gap. A short interval counts wholly in the bin holding its
-        end, so the result keeps the resolution the meter reports at.
+        Volume landing in each bin divided by the bin length in hours; NaN where nothing is known.
+        A short interval counts wholly in the bin holding its end, so the result keeps the
+        resolution the meter reports at. A long interval with zero volume makes every bin it
+        covers exactly zero (the register did not move); with any volume its bins are NaN, since
+        the shape of the use inside it is unknown and an even spread would invent one.
     """
-    max_iv = 2.0 * grid.step_s if max_interval_s is None else max_interval_s
-    flow = np.full(grid.n, np.nan)
+    max_iv = 1.5 * grid.step_s if max_interval_s is None else max_interval_s
     ts = np.asarray(ts_end_s, dtype=float)
     vol = np.asarray(volume_m3, dtype=float)
     iv = np.asarray(interval_s, dtype=float)
     ok = np.isfinite(ts) & np.isfinite(vol) & np.isfinite(iv) & (vol >= 0)
-    # The end instant belongs to the interval, so a reading at 03:00:00 fills the 02:00 bin.
-    idx = np.floor((ts - 1e-6 - grid.t0_s) / grid.step_s).astype(np.int64)
-    short = ok & (iv <= max_iv) & (idx >= 0) & (idx < grid.n)
+    idx = _end_bin(grid, ts)
+    # A long interval covers the bins after the one its start reading filled, up to its own.
+    first = _end_bin(grid, ts - np.nan_to_num(iv)) + 1
+    long_ = ok & (iv > max_iv) & (idx > first)
+    short = ok & ~long_ & (idx >= 0) & (idx < grid.n)
     seen = np.zeros(grid.n, dtype=bool)
     seen[idx[short]] = True
     total = np.bincount(idx[short], weights=vol[short], minlength=grid.n)[: grid.n]
+    flow = np.full(grid.n, np.nan)
     flow[seen] = total[seen] / grid.step_h
-    for end, length in zip(ts[ok & (iv > max_iv)], iv[ok & (iv > max_iv)], strict=True):
-        first = max(grid.index_of(end - length), 0)
-        last = min(int(np.floor((end - 1e-6 - grid.t0_s) / grid.step_s)), grid.n - 1)
-        if last >= first:
-            flow[first : last + 1] = np.nan
+    last = np.minimum(idx[long_], grid.n - 1)
+    for a, b, v in zip(np.maximum(first[long_], 0), last, vol[long_], strict=True):
+        if b >= a:
+            flow[a : b + 1] = 0.0 if v == 0 else np.nan
     return flow
+
+
+def _end_bin(grid: Grid, ts_s: FloatArray) -> IntArray:
+    """Bin holding each instant as an interval end: a reading at 03:00:00 fills the 02:00 bin."""
+    return np.floor((ts_s - 1e-6 - grid.t0_s) / grid.step_s).astype(np.int64)
 
 
 @dataclass(frozen=True, slots=True)

@@ -108,7 +108,7 @@ class LeaksConfig(_Section):
     interval_s: int = Field(default=3600, ge=60)  # how often the daemon runs detection
     step_s: Literal[900, 1800, 3600] = 3600  # grid resolution: the meters' reporting interval
     history_days: int = Field(default=35, ge=7, le=400)  # fetched per run for the baselines
-    max_interval_s: float | None = Field(default=None, gt=0)  # longer = a gap (default 2 steps)
+    max_interval_s: float | None = Field(default=None, gt=0)  # longer spans bins (default 1.5 steps)
     min_rate_m3h: float = Field(default=0.0, ge=0)  # incidents smaller than this are dropped
     close_after_h: float = Field(default=48.0, ge=0)  # alarm-free hours before an incident closes
     measurement: str = Field(default="incidents", min_length=1)
