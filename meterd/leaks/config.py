@@ -29,7 +29,7 @@ class NightFlowSettings(_Section):
     allowance_rel: float = Field(default=0.1, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
-    strong_factor: float | None = Field(default=3.0, gt=1)  # net > this × allowance opens at once
+    strong_factor: float | None = Field(default=2.0, gt=1)  # net > this × allowance opens at once
     early: bool = True  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
