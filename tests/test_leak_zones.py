@@ -173,3 +173,17 @@ def test_clean_zone_raises_nothing() -> None:
     flow, meters = small_zone(DAYS * 24, 0.0, 0)
     leaks = [i for i in run_detect(flow, meters) if i.meter in ("P", "zone:P")]
     assert leaks == []
+
+
+def test_zone_night_allowance_covers_the_rounding_of_every_meter_in_the_balance() -> None:
+    """Each meter's hourly litre difference carries two roundings (variance 1/6 L²), so the
+    imbalance of a parent and n children is noisier the more meters it sums."""
+    from meterd.leaks.engine import _rounding_allowance
+
+    s = LeaksConfig().balance
+    small, large = _rounding_allowance(s, [4, 20])
+    assert small == pytest.approx(3 * 0.001 * np.sqrt(5 / 6))
+    assert large == pytest.approx(3 * 0.001 * np.sqrt(21 / 6))
+    rng = np.random.default_rng(1)
+    draws = rng.uniform(-0.5, 0.5, (2, 5, 100_000))
+    assert np.std((draws[0] - draws[1]).sum(axis=0)) == pytest.approx(np.sqrt(5 / 6), rel=0.02)

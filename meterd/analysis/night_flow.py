@@ -104,7 +104,7 @@ def detect_night_flow(
     night: tuple[float, float] = (2.0, 5.0),
     window_days: int = 14,
     min_history: int = 5,
-    allowance_m3h: float = 0.0015,
+    allowance_m3h: float | FloatArray = 0.0015,
     allowance_rel: float = 0.1,
     k_mad: float = 3.0,
     persist_nights: int = 1,
@@ -123,8 +123,9 @@ def detect_night_flow(
         teaches the baseline that it is normal.
     min_history : int
         Nights of history needed before anything is flagged.
-    allowance_m3h : float
-        Fixed allowance for legitimate night use (and meter resolution), m³/h.
+    allowance_m3h : float or array of float, shape (n_meters,)
+        Fixed allowance for legitimate night use (and meter resolution), m³/h; per meter if an
+        array.
     allowance_rel : float
         Further allowance as a fraction of the baseline (big zones have more night use).
     k_mad : float
@@ -245,7 +246,8 @@ def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int
     return np.asarray(day_class, dtype=np.int64)[starts[:n_all]]
 
 
-def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float, allowance_rel: float,
+def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float | FloatArray,
+              allowance_rel: float,
               k_mad: float) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Enough history, robust baseline (median) and allowance per meter from unflagged nights."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history

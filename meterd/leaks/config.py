@@ -80,6 +80,7 @@ class BalanceSettings(_Section):
     min_sigma_m3h: float = Field(default=0.003, gt=0)  # ~ hourly 1-litre resolution of a zone
     baseline_days: int = Field(default=7, ge=1)
     night_allowance_m3h: float = Field(default=0.0015, ge=0)  # zone night imbalance: resolution
+    resolution_m3: float = Field(default=0.001, ge=0)  # register step of the zone's meters
 
 
 class OutOfHoursSettings(_Section):

@@ -20,7 +20,7 @@ from meterd.analysis.night_flow import day_classes, detect_night_flow, night_end
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
-from meterd.leaks.config import LeaksConfig
+from meterd.leaks.config import BalanceSettings, LeaksConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +92,7 @@ def detect(
 
 
 def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: LeaksConfig,
-                breaks: Sequence[tuple[int, int]], allowance_m3h: float,
+                breaks: Sequence[tuple[int, int]], allowance_m3h: float | FloatArray,
                 allowance_rel: float) -> Alarm:
     """``[leaks.night]`` on meters or zone imbalances; only the allowance differs between them."""
     s_n = settings.night
@@ -101,6 +101,14 @@ def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: Leak
         flow, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
         allowance_m3h, allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor, s_n.early,
         kinds)
+
+
+def _rounding_allowance(s_z: BalanceSettings, n_children: list[int]) -> FloatArray:
+    """Night allowance per zone: at least three standard deviations of the rounding noise of an
+    hourly imbalance, each of the n + 1 meters adding a register-step difference of variance
+    step²/6 (two independent uniform roundings)."""
+    noise = s_z.resolution_m3 * np.sqrt((np.asarray(n_children) + 1) / 6.0)
+    return np.maximum(s_z.night_allowance_m3h, 3.0 * noise)
 
 
 def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
@@ -131,7 +139,8 @@ def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[Me
         if s_n.enabled:
             # The imbalance's normal level is the meters' calibration, near zero: no relative
             # allowance; its spread (k_mad) and the fixed allowance cover resolution.
-            alarm = _night_flow(diff, grid, cal, settings, breaks, s_z.night_allowance_m3h, 0.0)
+            alarm = _night_flow(diff, grid, cal, settings, breaks,
+                                _rounding_allowance(s_z, [len(kids[p]) for p in parents]), 0.0)
             out.extend(episodes(alarm, [f"zone:{p}" for p in parents], grid, price_per_m3,
                                 settings.min_rate_m3h))
     s_s = settings.stopped
