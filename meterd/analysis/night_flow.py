@@ -247,8 +247,7 @@ def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int
 
 
 def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float | FloatArray,
-              allowance_rel: float,
-              k_mad: float) -> tuple[BoolArray, FloatArray, FloatArray]:
+              allowance_rel: float, k_mad: float) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Enough history, robust baseline (median) and allowance per meter from unflagged nights."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     with warnings.catch_warnings():
