@@ -208,5 +208,23 @@ def test_every_example_key_is_commented_where_first_used() -> None:
     assert not bare, f"explain these in deploy/meterd.example.toml: {bare}"
 
 
+def test_detection_doc_covers_every_leaks_key() -> None:
+    """docs/detection.md's key table names every field of the ``[leaks]`` models."""
+    from meterd.leaks.config import LeaksConfig
+
+    rows = [line for line in (REPO / "docs" / "detection.md").read_text(encoding="utf-8")
+            .splitlines() if line.startswith("| `")]
+    missing = []
+    for key, field in LeaksConfig.model_fields.items():
+        sub = field.annotation
+        if isinstance(sub, type) and issubclass(sub, BaseModel):
+            in_section = [r for r in rows if r.startswith(f"| `{key}.")]
+            missing += [f"{key}.{k}" for k in sub.model_fields
+                        if not any(f"`{k}`" in r or f"`{key}.{k}`" in r for r in in_section)]
+        elif not any(f"`{key}`" in r for r in rows):
+            missing.append(key)
+    assert not missing, f"docs/detection.md: document {missing}"
+
+
 if __name__ == "__main__":
     print(skeleton())

@@ -54,6 +54,24 @@ def test_default_rule_opens_on_one_night_at_twice_the_allowance() -> None:
     assert incs[0].detected_at == T0 + (27 * 24 + 5) * 3600
 
 
+def test_a_creeping_leak_does_not_teach_the_baseline() -> None:
+    """An incipient leak growing 1 L/h a day under an office's 130 L/h night flow: each night is
+    only a little above the last, so a baseline that learns every unflagged night follows it."""
+    n = 100 * 24
+    for seed in range(3):
+        flow = zone_flow(np.random.default_rng(seed), n) * 0.065
+        flow[0] += np.clip((np.arange(n) - 10 * 24) / (60 * 24), 0, 1) * 0.060
+        hour = hours(n)
+        learns_all = detect_night_flow(flow, hour, persist_nights=2, strong_factor=2.0,
+                                       learn_margin=1.0)
+        assert not learns_all.active.any()  # absorbed: 60 L/h by day 70, never reported
+        alarm = detect_night_flow(flow, hour, persist_nights=2, strong_factor=2.0,
+                                  learn_margin=0.5)
+        first_day = int(np.argmax(alarm.active[0])) // 24 - 10
+        assert alarm.active[0].any() and first_day <= 20  # reported by about 20 L/h
+        assert alarm.active[0, (10 + first_day + 7) * 24 :].all()  # and stays open
+
+
 def test_running_minimum_flags_a_strong_night_at_its_first_hour() -> None:
     n = DAYS * 24
     flow = zone_flow(np.random.default_rng(4), n)

@@ -111,6 +111,7 @@ def detect_night_flow(
     strong_factor: float | None = None,
     early: bool = False,
     day_class: IntArray | None = None,
+    learn_margin: float = 1.0,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -144,6 +145,12 @@ def detect_night_flow(
         :func:`day_classes`). Each night is then compared only with earlier nights of its own
         kind (the class of the bin that opens its window), so a building whose weekend nights
         are busier than its weekday nights is not flagged every weekend. None: one class.
+    learn_margin : float
+        Only nights within ``learn_margin`` times the allowance above the baseline are learnt.
+        1 learns every unflagged night, as LeakDB does; then an incipient leak that grows a
+        little each night drags the median up behind it and is never flagged. Below 1 a
+        suspicious night is neither flagged nor learnt, so creep meets a baseline that stays
+        put, at the price of a slower adaptation to a real rise in legitimate night use.
 
     Returns
     -------
@@ -199,7 +206,7 @@ def detect_night_flow(
         run = np.where(flagged, run + 1, 0)
         night_active[:, d] = (run >= persist_nights) | (flagged & (x - base > strong * allow))
         net[:, d] = np.where(flagged, x - base, 0.0)
-        learn = ~flagged & ~np.isnan(x)
+        learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow))
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])

@@ -32,6 +32,7 @@ class NightFlowSettings(_Section):
     strong_factor: float | None = Field(default=2.0, gt=1)  # net > this × allowance opens at once
     early: bool = True  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
+    learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")
