@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -41,7 +42,7 @@ from meterd.analysis.continuous_flow import vendor_rule
 from meterd.analysis.hourly import FloatArray, Grid, local_calendar
 from meterd.analysis.incidents import Incident, episodes
 from meterd.analysis.night_flow import leakdb_reference
-from meterd.leaks.config import LeaksConfig
+from meterd.leaks.config import LeaksConfig, parse_leaks
 from meterd.leaks.daiad import read_daiad
 from meterd.leaks.engine import MeterInfo, detect
 
@@ -75,9 +76,10 @@ def split(names: list[str], which: str) -> list[int]:
     return [i for pos, i in enumerate(order) if pos % 2 == (1 if which == "heldout" else 0)]
 
 
-def make_trials(flow: FloatArray, rows: list[int], n_onsets: int, rng: np.random.Generator
-                ) -> tuple[FloatArray, list[dict[str, float]]]:
-    """Windows of real demand with one injected leak or burst each, and their ground truth."""
+def make_trials(flow: FloatArray, rows: list[int], n_onsets: int, rng: np.random.Generator,
+                ramp_h: float = 0.0) -> tuple[FloatArray, list[dict[str, float]]]:
+    """Windows of real demand with one injected leak or burst each, and their ground truth;
+    ``ramp_h`` > 0 makes the leaks (not the bursts) incipient (:func:`leak_flow`)."""
     length = (BEFORE_D + AFTER_D) * 24
     windows, truth = [], []
     for r in rows:
@@ -99,14 +101,22 @@ def make_trials(flow: FloatArray, rows: list[int], n_onsets: int, rng: np.random
             rate = (float(np.exp(rng.uniform(np.log(0.002), np.log(0.060)))) if kind == "leak"
                     else float(rng.uniform(0.3, 2.0)))
             minute = float(rng.uniform(0, 1))  # the onset falls inside the hour
-            extra = np.zeros(length)
-            extra[onset_bin] = rate * (1 - minute)
-            extra[onset_bin + 1 :] = rate
-            w += register_steps(extra)
+            w += register_steps(leak_flow(length, onset_bin + minute, rate,
+                                          ramp_h if kind == "leak" else 0.0))
             windows.append(w)
             truth.append({"row": len(windows) - 1, "kind": kind, "rate": rate,
                           "onset_s": (onset_bin + minute) * 3600})
     return np.stack(windows), truth
+
+
+def leak_flow(n_bins: int, onset_h: float, rate: float, ramp_h: float = 0.0) -> FloatArray:
+    """Mean extra flow per hourly bin of a leak from ``onset_h`` (hours after the first bin's
+    start) that grows linearly to ``rate`` m³/h over ``ramp_h`` hours (0: at once), integrated
+    exactly so a leak starting mid-bin adds only its share of that bin."""
+    u = np.clip(np.arange(n_bins + 1, dtype=np.float64) - onset_h, 0.0, None)
+    if ramp_h <= 0:
+        return np.diff(rate * u)
+    return np.diff(rate * np.where(u < ramp_h, u * u / (2 * ramp_h), u - ramp_h / 2))
 
 
 def register_steps(extra: FloatArray, litre: float = 0.001) -> FloatArray:
@@ -205,10 +215,10 @@ def table(results: dict[str, dict[str, object]]) -> str:
 
 
 def run(zip_path: Path, which: str, seed: int, n_onsets: int,
-        settings: LeaksConfig | None = None) -> dict[str, dict[str, object]]:
+        settings: LeaksConfig | None = None, ramp_h: float = 0.0) -> dict[str, dict[str, object]]:
     names, _, flow = read_daiad(zip_path)
     rows = split(names, which)
-    trials, truth = make_trials(flow, rows, n_onsets, np.random.default_rng(seed))
+    trials, truth = make_trials(flow, rows, n_onsets, np.random.default_rng(seed), ramp_h)
     return {name: score(m, flow, rows, trials, truth)
             for name, m in methods(settings or LeaksConfig()).items()}
 
@@ -219,7 +229,26 @@ def trial_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
     ap.add_argument("--split", choices=("heldout", "dev"), default="heldout")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--onsets", type=int, default=8, help="trials per household")
+    return ramp_args(ap)
+
+
+def ramp_args(ap: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """``--ramp-days`` and ``--leaks``, shared by the DAIAD benchmarks."""
+    ap.add_argument("--ramp-days", type=float, default=0.0,
+                    help="incipient leaks: grow linearly to their size over this many days "
+                         "(default 0: full size at the onset)")
+    ap.add_argument("--leaks", type=Path, default=None, metavar="TOML",
+                    help="a TOML file whose [leaks] table replaces the default settings "
+                         "(to compare variants on the dev split)")
     return ap
+
+
+def load_settings(path: Path | None) -> LeaksConfig:
+    """The ``[leaks]`` table of ``path`` (defaults if None or absent), validated as the daemon does."""
+    if path is None:
+        return LeaksConfig()
+    with path.open("rb") as fh:
+        return parse_leaks(tomllib.load(fh).get("leaks", {}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,9 +257,11 @@ def main(argv: list[str] | None = None) -> int:
     if not args.zip.exists():
         print(f"DAIAD data not found at {args.zip}", file=sys.stderr)
         return 2
-    results = run(args.zip, args.split, args.seed, args.onsets)
+    results = run(args.zip, args.split, args.seed, args.onsets, load_settings(args.leaks),
+                  args.ramp_days * 24)
     n = len(results["meterd"]["hits"])  # type: ignore[arg-type]
-    print(f"DAIAD trial A, {args.split} half, {n} injected leaks/bursts, seed {args.seed}\n")
+    ramp = f", leaks ramping over {args.ramp_days:g} days" if args.ramp_days else ""
+    print(f"DAIAD trial A, {args.split} half, {n} injected leaks/bursts, seed {args.seed}{ramp}\n")
     print(table(results))
     return 0
 

@@ -64,7 +64,10 @@ from benchmarks.leak_eval import (
     BEFORE_D,
     DEFAULT_ZIP,
     band_cells,
+    leak_flow,
+    load_settings,
     natural_runs,
+    ramp_args,
     register_steps,
     split,
 )
@@ -157,8 +160,8 @@ def draw_fault(kind: str, rng: np.random.Generator) -> float:
     return float(np.exp(rng.uniform(np.log(lo), np.log(hi)))) / 1000.0
 
 
-def zone_trials(flow: FloatArray, rows: list[int], n_trials: int, rng: np.random.Generator
-                ) -> tuple[Zones, Zones, list[dict[str, object]]]:
+def zone_trials(flow: FloatArray, rows: list[int], n_trials: int, rng: np.random.Generator,
+                ramp_h: float = 0.0) -> tuple[Zones, Zones, list[dict[str, object]]]:
     """49-day windows of real zones with one injected fault each, the same windows clean, and
     the truth. A zone is 10-20 households of ``rows`` that report >= 95 % of the window (a
     household that mostly does not report is not a member of the zone at that time)."""
@@ -178,11 +181,13 @@ def zone_trials(flow: FloatArray, rows: list[int], n_trials: int, rng: np.random
         name = f"t{j}"
         clean.append((name, parent_reading(kids, float(bias)), kids))
         kids = kids.copy()
+        extra = register_steps(leak_flow(length, onset_bin + minute, rate,
+                                         0.0 if "burst" in kind else ramp_h))
         if kind.startswith("child"):
-            _inject(kids[child], onset_bin, minute, rate)
+            kids[child] += extra  # missing bins stay missing
         parent = parent_reading(kids, float(bias))
         if kind.startswith("mains"):
-            _inject(parent, onset_bin, minute, rate)
+            parent += extra
         blocks.append((name, parent, kids))
         target = f"{name}/c{child}" if kind.startswith("child") else f"{name}/P"
         accept = {target} | ({f"zone:{name}/P"} if kind.startswith("mains") else set())
@@ -190,15 +195,6 @@ def zone_trials(flow: FloatArray, rows: list[int], n_trials: int, rng: np.random
                       "accept": accept})
     grid = Grid(0, length)
     return stack_zones(blocks, grid, "UTC"), stack_zones(clean, grid, "UTC"), truth
-
-
-def _inject(row: FloatArray, onset_bin: int, minute: float, rate: float) -> None:
-    """Add a constant leak from a random minute of ``onset_bin`` on, in whole litres per bin
-    as a register reports it (missing bins stay missing)."""
-    extra = np.zeros(row.size)
-    extra[onset_bin] = rate * (1 - minute)
-    extra[onset_bin + 1 :] = rate
-    row += register_steps(extra)
 
 
 # --- scoring --------------------------------------------------------------------------------
@@ -221,7 +217,7 @@ def hits(method: Method, trials: Zones, truth: list[dict[str, object]]
         for inc in incs:
             if inc.detected_at <= onset and (inc.end is None or inc.end > onset):
                 break  # already open: the new fault is never reported
-            if onset < inc.detected_at <= onset + AFTER_D * 86400:
+            if onset < inc.detected_at <= onset + float(t.get("within_s", AFTER_D * 86400)):  # type: ignore[arg-type]
                 found = (inc.detected_at - onset) / 3600
                 break
         out.append((str(t["kind"]), float(t["rate"]), found))  # type: ignore[arg-type]
@@ -273,10 +269,11 @@ def table(results: dict[str, dict[str, object]]) -> str:
 
 
 def run_daiad(zip_path: Path, which: str, seed: int, n_trials: int,
-              settings: LeaksConfig | None = None) -> dict[str, dict[str, object]]:
+              settings: LeaksConfig | None = None, ramp_h: float = 0.0
+              ) -> dict[str, dict[str, object]]:
     names, _, flow = read_daiad(zip_path)
     trials, clean, truth = zone_trials(flow, split(names, which), n_trials,
-                                       np.random.default_rng(seed))
+                                       np.random.default_rng(seed), ramp_h)
     out: dict[str, dict[str, object]] = {}
     for name, m in methods(settings or LeaksConfig()).items():
         out[name] = {"hits": hits(m, trials, truth), **false_rates(m, clean)}
@@ -290,19 +287,22 @@ SIM_T0 = 1_709_222_400  # 2024-03-01 00:00 at the campus (UTC+8), mid-term
 SIM_ONSETS_H = (1.5, 7.5, 13.5, 19.5)  # local clock hour of the onset on day 60
 SIM_BUILDINGS = ("w-office-003", "w-canteen-001", "w-dormitory-002")  # in zone 1
 SIM_BUILDING_M3H = (0.01, 0.03, 0.1, 0.3)
+SIM_INCIPIENT_M3H = (0.1, 0.3)  # incipient leaks, mains and buildings: ramps of SIM_RAMP_D
+SIM_RAMP_D, SIM_RAMP_WINDOW_D = 60, 58  # ... found within SIM_RAMP_WINDOW_D days of the onset
 SIM_DEV_SEEDS = (7, 8, 9)
 
 
-def sim_zones(seed: int, leak: tuple[str, float, float] | None, days: int = 120
+def sim_zones(seed: int, leak: tuple[str, float, float, float] | None, days: int = 120
               ) -> tuple[Zones, dict[str, str]]:
     """Hourly water flow of a simulated 12-building campus, with ``(meter, m³/h, onset s after
-    the start)`` leaking if given; also the map from simulator meter ids to zone row ids."""
+    the start, ramp s)`` leaking if given; also the map from simulator meter ids to zone row
+    ids."""
     from simulators.campus.campus_config import build_campus
     from simulators.campus.model import values_at
 
     campus = build_campus(12, seed, SIM_T0, name=f"z{seed}")
     if leak is not None:
-        campus = campus.with_leak(leak[0], leak[1], SIM_T0 + leak[2])
+        campus = campus.with_leak(leak[0], leak[1], SIM_T0 + leak[2], leak[3])
     rng = np.random.default_rng(seed)
     edges = SIM_T0 + 3600.0 * np.arange(days * 24 + 1)
     hourly = {m.id: np.round(np.diff(values_at(campus, m, edges)["volume_m3"]), 3)
@@ -322,11 +322,16 @@ def sim_zones(seed: int, leak: tuple[str, float, float] | None, days: int = 120
     return z, ids
 
 
-def sim_faults() -> list[tuple[str, str, float]]:
-    """(kind, simulator meter, m³/h) of every simulated fault: mains leaks on zone 1, and leaks
-    inside one building of each kind (office, canteen, dormitory) of that zone."""
-    mains = [("mains leak", "w-zone-01", size) for size in SIM_LEAKS_M3H]
-    return mains + [("building leak", b, size) for b in SIM_BUILDINGS for size in SIM_BUILDING_M3H]
+def sim_faults() -> list[tuple[str, str, float, float]]:
+    """(kind, simulator meter, m³/h, ramp s) of every simulated fault: mains leaks on zone 1,
+    leaks inside one building of each kind (office, canteen, dormitory) of that zone, and
+    incipient leaks in both places that grow to their size over ``SIM_RAMP_D`` days."""
+    ramp = SIM_RAMP_D * 86400.0
+    return [*[("mains leak", "w-zone-01", v, 0.0) for v in SIM_LEAKS_M3H],
+            *[("building leak", b, v, 0.0) for b in SIM_BUILDINGS for v in SIM_BUILDING_M3H],
+            *[("mains incipient", "w-zone-01", v, ramp) for v in SIM_INCIPIENT_M3H],
+            *[("building incipient", b, v, ramp) for b in SIM_BUILDINGS
+              for v in SIM_INCIPIENT_M3H]]
 
 
 def run_sim(seeds: Sequence[int], settings: LeaksConfig | None = None, progress: bool = True
@@ -335,11 +340,13 @@ def run_sim(seeds: Sequence[int], settings: LeaksConfig | None = None, progress:
     ms = methods(settings or LeaksConfig())
     hs: dict[str, list[tuple[str, float, float | None]]] = {name: [] for name in ms}
     plan = [(s, f, h) for s in seeds for f in sim_faults() for h in SIM_ONSETS_H]
-    for seed, (kind, meter, size), hour in tqdm(plan, desc="sim trials", disable=not progress):
+    for seed, (kind, meter, size, ramp), hour in tqdm(plan, desc="sim trials",
+                                                      disable=not progress):
         onset = 60 * 86400 + hour * 3600
-        z, ids = sim_zones(seed, (meter, size, onset))
-        accept = {ids[meter]} | ({f"zone:{ids[meter]}"} if kind == "mains leak" else set())
-        truth = [{"kind": kind, "rate": size, "onset_s": onset, "accept": accept}]
+        z, ids = sim_zones(seed, (meter, size, onset, ramp))
+        accept = {ids[meter]} | ({f"zone:{ids[meter]}"} if kind.startswith("mains") else set())
+        truth = [{"kind": kind, "rate": size, "onset_s": onset, "accept": accept,
+                  "within_s": (SIM_RAMP_WINDOW_D if ramp else AFTER_D) * 86400}]
         for name, m in ms.items():
             hs[name] += hits(m, z, truth)
     clean = [sim_zones(s, None)[0] for s in seeds]
@@ -353,18 +360,21 @@ def run_sim(seeds: Sequence[int], settings: LeaksConfig | None = None, progress:
 
 SIM_BANDS = [*[("mains leak", v, v * 1.001, f"mains {v * 1000:g} L/h") for v in SIM_LEAKS_M3H],
              *[("building leak", v, v * 1.001, f"building {v * 1000:g} L/h")
-               for v in SIM_BUILDING_M3H]]
+               for v in SIM_BUILDING_M3H],
+             *[(f"{where} incipient", v, v * 1.001, f"{where} incipient {v * 1000:g} L/h")
+               for where in ("mains", "building") for v in SIM_INCIPIENT_M3H]]
+SIM_DELAYS = ("mains leak", "building leak", "mains incipient", "building incipient")
 
 
 def sim_table(results: dict[str, dict[str, object]]) -> str:
     head = ["method", *[b[3] for b in SIM_BANDS], "recall", "false /meter-month",
-            "zone false /zone-month", "median delay h (mains)", "median delay h (building)"]
+            "zone false /zone-month", *[f"median delay h ({k})" for k in SIM_DELAYS]]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for name, res in results.items():
         hs = res["hits"]
         assert isinstance(hs, list)
         cells = [name, *band_cells(hs, SIM_BANDS), f"{res['false']:.3f}", f"{res['zone']:.3f}"]
-        for kind in ("mains leak", "building leak"):
+        for kind in SIM_DELAYS:
             d = [h[2] for h in hs if h[0] == kind and h[2] is not None]
             cells.append(f"{np.median(d):.1f}" if d else "–")
         lines.append("| " + " | ".join(cells) + " |")
@@ -378,20 +388,24 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--split", choices=("heldout", "dev"), default="heldout")
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--trials", type=int, default=240, help="zone windows with one fault each")
-    args = ap.parse_args(argv)
+    args = ramp_args(ap).parse_args(argv)
+    settings = load_settings(args.leaks)
     if args.suite in ("daiad", "both"):
         if not args.zip.exists():
             print(f"DAIAD data not found at {args.zip}", file=sys.stderr)
             return 2
-        res = run_daiad(args.zip, args.split, args.seed, args.trials)
+        res = run_daiad(args.zip, args.split, args.seed, args.trials, settings,
+                        args.ramp_days * 24)
         n = len(res["meterd"]["hits"])  # type: ignore[arg-type]
-        print(f"DAIAD zones, {args.split} half, {n} injected faults, seed {args.seed}\n")
+        ramp = f", leaks ramping over {args.ramp_days:g} days" if args.ramp_days else ""
+        print(f"DAIAD zones, {args.split} half, {n} injected faults, seed {args.seed}{ramp}\n")
         print(table(res) + "\n")
     if args.suite in ("sim", "both"):
         seeds = [args.seed + i for i in range(3)] if args.split == "heldout" else list(SIM_DEV_SEEDS)
-        res = run_sim(seeds)
+        res = run_sim(seeds, settings)
         print(f"Simulated campus, seeds {seeds}, one leak per run on day 60 of 120 at "
-              f"{', '.join(f'{h:g}' for h in SIM_ONSETS_H)} h local\n")
+              f"{', '.join(f'{h:g}' for h in SIM_ONSETS_H)} h local; incipient leaks ramp over "
+              f"{SIM_RAMP_D} days and count when found within {SIM_RAMP_WINDOW_D} days\n")
         print(sim_table(res))
     return 0
 

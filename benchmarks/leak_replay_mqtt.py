@@ -431,18 +431,20 @@ def snapshot_meterd(into: Path) -> Path:
 
 
 def run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None,
-        progress: bool = True) -> tuple[dict[str, dict[str, object]], list[str], MqttReplay]:
+        progress: bool = True, ramp_h: float = 0.0
+        ) -> tuple[dict[str, dict[str, object]], list[str], MqttReplay]:
     """Score in-process meterd and the MQTT replay on the same trials; also list differences."""
     with tempfile.TemporaryDirectory(prefix="meterd-code-") as code:
-        return _run(zip_path, which, seed, n_onsets, limit, progress, snapshot_meterd(Path(code)))
+        return _run(zip_path, which, seed, n_onsets, limit, progress, snapshot_meterd(Path(code)),
+                    ramp_h)
 
 
 def _run(zip_path: Path, which: str, seed: int, n_onsets: int, limit: int | None,
-         progress: bool, code_dir: Path
+         progress: bool, code_dir: Path, ramp_h: float = 0.0
          ) -> tuple[dict[str, dict[str, object]], list[str], MqttReplay]:
     names, _, flow = read_daiad(zip_path)
     rows = split(names, which)
-    trials, truth = make_trials(flow, rows, n_onsets, np.random.default_rng(seed))
+    trials, truth = make_trials(flow, rows, n_onsets, np.random.default_rng(seed), ramp_h)
     if limit is not None:
         trials, truth = trials[:limit], [t for t in truth if t["row"] < limit]
         rows = rows[: max(1, math.ceil(limit / n_onsets))]  # the households of those trials
@@ -465,7 +467,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"DAIAD data not found at {args.zip}", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    results, diffs, replay = run(args.zip, args.split, args.seed, args.onsets, args.limit)
+    results, diffs, replay = run(args.zip, args.split, args.seed, args.onsets, args.limit,
+                                 ramp_h=args.ramp_days * 24)
     wall = time.monotonic() - t0
     n = len(results["meterd in-process"]["hits"])  # type: ignore[arg-type]
     print(f"\nDAIAD trial A, {args.split} half, {n} injected leaks/bursts, seed {args.seed}\n")

@@ -54,9 +54,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     p.add_argument("--fault", action="append", default=[], type=_fault, metavar="SPEC",
                    help=f"UNIT:KIND[=PARAM][:AT_S[:DURATION_S]], KIND in {', '.join(KINDS)}; "
                         "repeatable (times are wall seconds after start)")
-    p.add_argument("--leak", action="append", default=[], metavar="METER:FLOW_M3H[:AT_S]",
-                   help="add a constant leak to a water meter (a w-zone-NN meter: between the "
-                        "zone inlet and its buildings); repeatable")
+    p.add_argument("--leak", action="append", default=[], metavar="METER:FLOW_M3H[:AT_S[:RAMP_S]]",
+                   help="add a leak to a water meter (a w-zone-NN meter: between the zone inlet "
+                        "and its buildings) AT_S wall seconds after the start; with RAMP_S it "
+                        "grows linearly to FLOW_M3H over that many wall seconds (incipient), "
+                        "else it is constant; repeatable")
     p.add_argument("--write-config", type=Path, default=None, metavar="FILE",
                    help="write a meterd TOML config for this campus (validated with load_config)")
     p.add_argument("--influx-url", default="http://127.0.0.1:8086",
@@ -104,11 +106,12 @@ def _with_leaks(campus: Campus, specs: list[str], speed: float) -> Campus:
         try:
             meter, flow = parts[0], float(parts[1])
             at_s = float(parts[2]) if len(parts) > 2 else 0.0
-            if len(parts) > 3:
+            ramp_s = float(parts[3]) if len(parts) > 3 else 0.0
+            if len(parts) > 4:
                 raise ValueError
         except (ValueError, IndexError):
-            raise ValueError(f"--leak {spec!r}: expected METER:FLOW_M3H[:AT_S]") from None
-        campus = campus.with_leak(meter, flow, campus.origin_s + speed * at_s)
+            raise ValueError(f"--leak {spec!r}: expected METER:FLOW_M3H[:AT_S[:RAMP_S]]") from None
+        campus = campus.with_leak(meter, flow, campus.origin_s + speed * at_s, speed * ramp_s)
     return campus
 
 

@@ -48,6 +48,8 @@ def test_bad_arguments_give_clear_errors(tmp_path, capsys):
     assert "beyond --meters 4" in capsys.readouterr().err
     assert main(["simulate", "--leak", "w-zone-01:lots", "--duration-s", "0"]) == 2
     assert "METER:FLOW_M3H" in capsys.readouterr().err
+    assert main(["simulate", "--leak", "w-zone-01:0.1:0:60:9", "--duration-s", "0"]) == 2
+    assert "RAMP_S" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["simulate", "--fault", "1:melt"])
     assert "KIND" in capsys.readouterr().err

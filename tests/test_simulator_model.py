@@ -11,7 +11,7 @@ import pytest
 from meterd.profiles import Register, builtin_profiles
 from simulators.campus import build_campus, series, values_at
 from simulators.campus.faults import FaultSpecError, adjust_cumulative, parse_fault
-from simulators.campus.model import GRID_S, LiveMeter
+from simulators.campus.model import GRID_S, LiveMeter, rate
 from simulators.campus.registers import decode, encode
 
 # A Wednesday in term time (2026-03-18 00:00 local, UTC+8).
@@ -90,6 +90,22 @@ def test_zone_parent_is_children_plus_zone_leak(campus):
         campus.with_leak("e-office-003", 1.0, start)
     with pytest.raises(ValueError, match="positive"):
         campus.with_leak("w-zone-01", math.nan, start)
+
+
+def test_incipient_leak_grows_linearly_to_its_size(campus):
+    start, ramp = WED + 10 * 3600, 86400.0
+    leaky = campus.with_leak("w-canteen-001", 0.2, start, ramp_s=ramp)
+    t = np.array([start - 3600, start + ramp / 4, start + ramp / 2, start + 2 * ramp])
+    extra = rate(leaky, leaky.meter("w-canteen-001"), t) - rate(
+        campus, campus.meter("w-canteen-001"), t)
+    np.testing.assert_allclose(extra, [0.0, 0.05, 0.1, 0.2], atol=1e-12)
+    # The register integrates it: half the full day's volume over the ramp day.
+    day = [start, start + ramp]
+    vol = np.diff(values_at(leaky, leaky.meter("w-canteen-001"), day)["volume_m3"])
+    clean = np.diff(values_at(campus, campus.meter("w-canteen-001"), day)["volume_m3"])
+    assert float(vol[0] - clean[0]) == pytest.approx(0.2 * 24 / 2, rel=1e-3)
+    with pytest.raises(ValueError, match="ramp"):
+        campus.with_leak("w-zone-01", 0.1, start, ramp_s=-1.0)
 
 
 def test_live_meter_matches_the_pure_model(campus):

@@ -67,12 +67,20 @@ class MeterSpec:
 
 @dataclass(frozen=True)
 class Leak:
-    """A constant extra flow on ``meter`` from ``start_s`` (epoch s); on a zone parent it sits
-    between the parent and its children, so only the parent sees it."""
+    """An extra flow on ``meter`` from ``start_s`` (epoch s); on a zone parent it sits between the
+    parent and its children, so only the parent sees it. With ``ramp_s`` it is incipient: it
+    grows linearly from nothing to ``flow_m3h`` over that many seconds, as a widening crack
+    does (LeakDB's incipient leaks), instead of appearing at full size."""
 
     meter: str
     flow_m3h: float
     start_s: float
+    ramp_s: float = 0.0
+
+    def rate(self, t: Array) -> Array:
+        if self.ramp_s <= 0:
+            return np.where(t >= self.start_s, self.flow_m3h, 0.0)
+        return self.flow_m3h * np.clip((t - self.start_s) / self.ramp_s, 0.0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -109,13 +117,18 @@ class Campus:
         except KeyError:
             raise KeyError(f"no simulated meter {meter_id!r}") from None
 
-    def with_leak(self, meter_id: str, flow_m3h: float, start_s: float) -> Campus:
-        """A copy of the campus with a leak added (checks the meter is water)."""
+    def with_leak(self, meter_id: str, flow_m3h: float, start_s: float,
+                  ramp_s: float = 0.0) -> Campus:
+        """A copy of the campus with a leak added (checks the meter is water); ``ramp_s`` > 0
+        makes it incipient (see :class:`Leak`)."""
         if self.meter(meter_id).kind != "water":
             raise ValueError(f"leak on {meter_id!r}: only water meters can leak")
         if not math.isfinite(flow_m3h) or flow_m3h <= 0:
             raise ValueError(f"leak on {meter_id!r}: flow must be a positive m3/h, got {flow_m3h}")
-        return replace(self, leaks=(*self.leaks, Leak(meter_id, flow_m3h, start_s)), _index={})
+        if not math.isfinite(ramp_s) or ramp_s < 0:
+            raise ValueError(f"leak on {meter_id!r}: ramp must be >= 0 s, got {ramp_s}")
+        leak = Leak(meter_id, flow_m3h, start_s, ramp_s)
+        return replace(self, leaks=(*self.leaks, leak), _index={})
 
     def with_saving(self, meter_id: str, fraction: float, start_s: float) -> Campus:
         if not 0 < fraction < 1:
@@ -220,7 +233,7 @@ def rate(campus: Campus, meter: MeterSpec, t_s: Array) -> Array:
             out = out * np.where(t >= s.start_s, 1.0 - s.fraction, 1.0)
     for leak in campus.leaks:
         if leak.meter == meter.id:
-            out = out + np.where(t >= leak.start_s, leak.flow_m3h, 0.0)
+            out = out + leak.rate(t)
     return out
 
 

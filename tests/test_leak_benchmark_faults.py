@@ -1,0 +1,45 @@
+"""The injected faults of the leak benchmarks: what a detector is scored against must be right.
+
+The benchmarks are scripts (``benchmarks/``), imported here by path as the MQTT replay test does.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+@pytest.fixture(scope="module")
+def leak_eval() -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("leak_eval")
+
+
+def test_a_leak_starting_mid_hour_adds_only_its_share(leak_eval: ModuleType) -> None:
+    flow = leak_eval.leak_flow(6, 2.25, 0.04)
+    np.testing.assert_allclose(flow, [0, 0, 0.03, 0.04, 0.04, 0.04])
+
+
+def test_an_incipient_leak_grows_linearly_and_keeps_its_volume(leak_eval: ModuleType) -> None:
+    ramp_h, rate = 48.0, 0.02
+    flow = leak_eval.leak_flow(24 * 5, 10.0, rate, ramp_h)
+    assert np.all(flow[:10] == 0) and np.all(np.diff(flow[10:58]) > 0)
+    np.testing.assert_allclose(flow[58:], rate)  # full size from the end of the ramp
+    # Volume: a triangle over the ramp, then the full rate.
+    assert flow.sum() == pytest.approx(rate * ramp_h / 2 + rate * (120 - 58))
+    np.testing.assert_allclose(flow[33], rate * 23.5 / ramp_h)  # mid-bin rate of a ramp
+
+
+def test_registers_report_whole_litres_and_lose_none(leak_eval: ModuleType) -> None:
+    flow = leak_eval.leak_flow(24 * 5, 10.0, 0.0013, 48.0)
+    litres = leak_eval.register_steps(flow) * 1000
+    np.testing.assert_allclose(litres, np.round(litres))
+    assert abs(litres.sum() - flow.sum() * 1000) < 1.0
