@@ -72,6 +72,26 @@ def test_a_creeping_leak_does_not_teach_the_baseline() -> None:
         assert alarm.active[0, (10 + first_day + 7) * 24 :].all()  # and stays open
 
 
+def test_a_leak_below_the_allowance_is_found_by_the_night_cusum_and_closes_after_repair() -> None:
+    """A dormitory-like zone whose nights vary by 60 L/h (allowance about 180 L/h) gets a
+    110 L/h leak for 30 nights: no single night is evidence, thirty of them are."""
+    n = 100 * 24
+    rng = np.random.default_rng(5)
+    flow = (1.7 + np.repeat(rng.standard_normal(100) * 0.06, 24)
+            + 0.005 * rng.standard_normal(n))[None, :]
+    onset, repair = 40 * 24 + 10, 70 * 24 + 10
+    flow[0, onset:repair] += 0.11
+    hour = hours(n)
+    kw = {"persist_nights": 2, "strong_factor": 2.0, "learn_margin": 0.5}
+    assert not detect_night_flow(flow, hour, **kw).active[0, onset:].any()  # type: ignore[arg-type]
+    alarm = detect_night_flow(flow, hour, cusum=(0.25, 2.0), **kw)  # type: ignore[arg-type]
+    assert not alarm.active[0, :onset].any()
+    first = int(np.argmax(alarm.active[0, onset:])) / 24
+    assert alarm.active[0, onset:].any() and first <= 14
+    assert float(np.median(alarm.excess[0, onset:repair][alarm.active[0, onset:repair]])) > 0.05
+    assert not alarm.active[0, repair + 10 * 24 :].any()  # the CUSUM falls back after the repair
+
+
 def test_running_minimum_flags_a_strong_night_at_its_first_hour() -> None:
     n = DAYS * 24
     flow = zone_flow(np.random.default_rng(4), n)

@@ -112,6 +112,7 @@ def detect_night_flow(
     early: bool = False,
     day_class: IntArray | None = None,
     learn_margin: float = 1.0,
+    cusum: tuple[float, float] | None = None,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -151,6 +152,11 @@ def detect_night_flow(
         little each night drags the median up behind it and is never flagged. Below 1 a
         suspicious night is neither flagged nor learnt, so creep meets a baseline that stays
         put, at the price of a slower adaptation to a real rise in legitimate night use.
+    cusum : (float, float), optional
+        ``(k, h)`` in allowances: also open when the one-sided CUSUM of the nightly net flow,
+        ``S = max(0, S + net/allowance - k)``, exceeds ``h``, so a leak below the allowance that
+        stays for several nights is reported (one of 0.5 allowance after about 8 nights with
+        (0.25, 2)). S is capped at ``h + 1`` so it falls back within days of a repair. None: off.
 
     Returns
     -------
@@ -162,7 +168,8 @@ def detect_night_flow(
     Notes
     -----
     Sequential hypothesis testing in its simplest form: a large excess is decided on one
-    observation, a small one needs repeated observations (Wald 1945). The allowance is the
+    observation, a small one needs repeated observations (Wald 1945), and one below the
+    allowance needs a CUSUM of many (Page 1954). The allowance is the
     night-flow analysis of Lambert & Hirner (2000); the baseline excludes flagged nights as in
     LeakDB's MNF algorithm.
 
@@ -174,6 +181,7 @@ def detect_night_flow(
        terminology and recommended performance measures". IWA Blue Pages (night flow analysis).
     .. [3] Wald, A. (1945). "Sequential tests of statistical hypotheses". Ann. Math. Statist.
        16(2), 117–186.
+    .. [4] Page, E. S. (1954). "Continuous inspection schemes". Biometrika 41(1/2), 100–115.
     """
     nights = night_minimum(flow, local_hour, step_s, night)
     run_min, starts = _running_minimum(flow, local_hour, step_s, night) if early else (None, None)
@@ -183,6 +191,7 @@ def detect_night_flow(
     hist = np.full((int(kind.max(initial=0)) + 1, n_m, window_days), np.nan)
     pos = np.zeros((hist.shape[0], n_m), dtype=np.int64)
     run = np.zeros(n_m, dtype=np.int64)
+    cum = np.zeros(n_m)  # CUSUM of the nightly net flow, in allowances
     night_active = np.zeros((n_m, n_n), dtype=bool)
     net = np.zeros((n_m, n_n))
     thresh = np.full((n_m, n_all), np.inf)
@@ -204,15 +213,26 @@ def detect_night_flow(
         x = nights.mnf[:, d]
         flagged = enough & (x - base > allow)  # NaN night: not flagged, history untouched
         run = np.where(flagged, run + 1, 0)
-        night_active[:, d] = (run >= persist_nights) | (flagged & (x - base > strong * allow))
-        net[:, d] = np.where(flagged, x - base, 0.0)
-        learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow))
+        on = (run >= persist_nights) | (flagged & (x - base > strong * allow))
+        if cusum is not None:
+            u = np.where(enough, (x - base) / np.maximum(allow, 1e-9), np.nan)
+            cum = _cusum_step(cum, u, *cusum)
+            on |= cum > cusum[1]
+        night_active[:, d] = on
+        net[:, d] = np.where(flagged | on, x - base, 0.0)
+        learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:
         _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
     return alarm
+
+
+def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
+    """One night of the one-sided CUSUM; a night with no verdict (NaN) leaves it unchanged."""
+    nxt = np.clip(cum + u - k, 0.0, h + 1.0)
+    return np.where(np.isnan(u), cum, nxt)
 
 
 def day_classes(weekday: IntArray, local_day: IntArray,

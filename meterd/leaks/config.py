@@ -33,6 +33,8 @@ class NightFlowSettings(_Section):
     early: bool = True  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
+    cusum_k: float = Field(default=0.25, ge=0)  # CUSUM of nightly net flow, in allowances
+    cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")
