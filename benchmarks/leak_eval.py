@@ -54,7 +54,7 @@ Method = Callable[[FloatArray, Grid], list[Incident]]
 def methods(settings: LeaksConfig) -> dict[str, Method]:
     def meterd(flow: FloatArray, grid: Grid) -> list[Incident]:
         cal = local_calendar(grid, "UTC")
-        info = [MeterInfo(str(i), normally_zero=True) for i in range(flow.shape[0])]
+        info = [MeterInfo(str(i), normally_zero=None) for i in range(flow.shape[0])]  # "auto"
         return detect(flow, grid, cal, info, settings)
 
     def vendor(flow: FloatArray, grid: Grid) -> list[Incident]:

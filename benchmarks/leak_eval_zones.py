@@ -133,18 +133,17 @@ def parent_reading(children: FloatArray, bias: float) -> FloatArray:
     return np.round(total, 3)
 
 
-def stack_zones(blocks: Sequence[tuple[str, FloatArray, FloatArray]], grid: Grid, tz: str,
-                kids_zero: bool = True) -> Zones:
+def stack_zones(blocks: Sequence[tuple[str, FloatArray, FloatArray]], grid: Grid, tz: str) -> Zones:
     """Zones from (name, parent row, children rows) blocks, ids ``<name>/P`` and ``<name>/c<j>``;
-    ``kids_zero``: the children are normally-zero meters (households, not whole buildings)."""
+    every meter ``normally_zero = "auto"``, as the config default."""
     rows, meters, kids = [], [], {}
     for name, parent, children in blocks:
         pid = f"{name}/P"
         rows.append(parent)
-        meters.append(MeterInfo(pid, building=name))
+        meters.append(MeterInfo(pid, building=name, normally_zero=None))
         kids[pid] = [f"{name}/c{j}" for j in range(children.shape[0])]
         rows.extend(children)
-        meters.extend(MeterInfo(c, building=name, parent=pid, normally_zero=kids_zero)
+        meters.extend(MeterInfo(c, building=name, parent=pid, normally_zero=None)
                       for c in kids[pid])
     return Zones(np.stack(rows), meters, grid, local_calendar(grid, tz), kids)
 
@@ -315,7 +314,7 @@ def sim_zones(seed: int, leak: tuple[str, float, float, float] | None, days: int
         blocks.append((name, parent, kids))
         ids[p.id] = f"{name}/P"
         ids.update((c, f"{name}/c{j}") for j, c in enumerate(p.children))
-    z = stack_zones(blocks, Grid(SIM_T0, days * 24), campus.timezone, kids_zero=False)
+    z = stack_zones(blocks, Grid(SIM_T0, days * 24), campus.timezone)
     # Scored on times relative to the start, as the DAIAD trials; the calendar stays the campus's.
     z = Zones(z.flow, z.meters, Grid(0, z.grid.n), z.cal, z.children,
               tuple((a.toordinal(), b.toordinal()) for a, b in campus.breaks))

@@ -6,11 +6,11 @@ Usage::
 
 The held-out trials of ``leak_eval.py`` (and the clean full-year series of the same households, for
 false incidents) go the way real meter data goes: every row of a flow matrix becomes one water meter
-(``normally_zero = true``) that publishes its cumulative register in litres once per hour over
-MQTT (QoS 1) to a real Mosquitto; a real ``meterd run`` derives consumption and writes it to a real
-InfluxDB 1.x; then ``meterd leaks --json`` (the CLI, as a subprocess) replays detection. Its
-incidents are scored exactly like the in-process method, and both tables are printed with a check
-that the incidents are identical.
+(``normally_zero`` left at its default, ``"auto"``) that publishes its cumulative register in
+litres once per hour over MQTT (QoS 1) to a real Mosquitto; a real ``meterd run`` derives
+consumption and writes it to a real InfluxDB 1.x; then ``meterd leaks --json`` (the CLI, as a
+subprocess) replays detection. Its incidents are scored exactly like the in-process method, and
+both tables are printed with a check that the incidents are identical.
 
 Mapping (fixed so the numbers can be reproduced):
 - Grid time 0 of ``leak_eval`` (1970-01-01, a Thursday, local midnight of the UTC-labelled
@@ -194,7 +194,7 @@ def _meter_id(row: int) -> str:
 
 def _config(tmp: Path, influx: InfluxServer, broker: MosquittoServer, n_meters: int) -> Path:
     meters = "".join(
-        f'[[meters]]\nid = "{_meter_id(r)}"\nkind = "water"\nnormally_zero = true\n'
+        f'[[meters]]\nid = "{_meter_id(r)}"\nkind = "water"\n'
         f'mqtt_topic = "replay/water/{_meter_id(r)}"\nmqtt_scale = {{ volume_m3 = 0.001 }}\n'
         for r in range(n_meters))
     cfg = tmp / "meterd.toml"
@@ -385,7 +385,7 @@ def _check_flow(cfg_path: Path, flow: FloatArray, grid: Grid, settings: LeaksCon
                 stats: ReplayStats) -> None:
     """Fetch the flow grid back the way ``meterd leaks`` does and compare it with the input."""
     cfg = load_config(cfg_path)
-    meters = [MeterInfo(_meter_id(r), normally_zero=True) for r in range(flow.shape[0])]
+    meters = [MeterInfo(_meter_id(r), normally_zero=None) for r in range(flow.shape[0])]
     back = fetch_flow(InfluxQL(cfg.influxdb).query, meters,
                       Grid(T0_REAL, grid.n, grid.step_s), settings.max_interval_s)
     stats.nan_mismatch_bins = int(np.sum(np.isnan(back) != np.isnan(flow)))

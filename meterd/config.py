@@ -142,7 +142,7 @@ class MeterConfig(_Section):
     register_max: float | None = Field(default=None, gt=0)
     max_rate_per_h: float | None = Field(default=None, gt=0)
     # Leak detection hints
-    normally_zero: bool = False
+    normally_zero: bool | Literal["auto"] = "auto"
     accuracy: float = Field(default=0.02, gt=0, lt=1)
 
     @model_validator(mode="after")

@@ -116,6 +116,10 @@ class LeaksConfig(_Section):
     min_rate_m3h: float = Field(default=0.0, ge=0)  # incidents smaller than this are dropped
     close_after_h: float = Field(default=48.0, ge=0)  # alarm-free hours before an incident closes
     measurement: str = Field(default="incidents", min_length=1)
+    # normally_zero = "auto" meters: normally zero when this share of recent days had a quiet hour
+    zero_share: float = Field(default=0.5, gt=0, le=1)
+    zero_days: int = Field(default=28, ge=7, le=90)  # ... over this many previous days
+    zero_min_days: int = Field(default=7, ge=1)  # ... of which at least this many observed
     night: NightFlowSettings = Field(default_factory=NightFlowSettings)
     continuous: ContinuousFlowSettings = Field(default_factory=ContinuousFlowSettings)
     bursts: BurstSettings = Field(default_factory=BurstSettings)

@@ -14,23 +14,27 @@ import numpy as np
 from meterd.analysis.balance import detect_zone_balance, imbalance
 from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow
-from meterd.analysis.hourly import FloatArray, Grid, LocalCalendar
+from meterd.analysis.hourly import BoolArray, FloatArray, Grid, LocalCalendar
 from meterd.analysis.incidents import Alarm, Incident, episodes, hold_open, merge_overlapping
 from meterd.analysis.night_flow import day_classes, detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
+from meterd.analysis.zero_use import quiet_day_share
 from meterd.leaks.config import BalanceSettings, LeaksConfig
 
 
 @dataclass(frozen=True, slots=True)
 class MeterInfo:
-    """What the detectors need to know about one water meter (from ``[[meters]]``)."""
+    """What the detectors need to know about one water meter (from ``[[meters]]``).
+
+    ``normally_zero`` None: learn it from the meter's own data (:func:`quiet_day_share`).
+    """
 
     id: str
     building: str = ""
     parent: str | None = None
-    normally_zero: bool = False
+    normally_zero: bool | None = False
     accuracy: float = 0.02
 
 
@@ -54,28 +58,32 @@ def detect(
 
     all_rows = list(range(len(meters)))
     s_n = settings.night
+    s_c = settings.continuous
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
     zones = {m.parent for m in meters if m.parent is not None}
-    rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or not m.normally_zero)
+    zero, flowing = _zero_masks(flow, cal, meters, zones, settings, step)
+    rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or m.normally_zero is not True)
             and not (settings.balance.enabled and m.id in zones)]
     if s_n.enabled and rows:
+        alarm = _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h,
+                            s_n.allowance_rel)
         # Otherwise a parent's night flow is still its zone's: report it as the zone.
         found.extend(episodes(
-            _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h, s_n.allowance_rel),
+            alarm if s_n.normally_zero_meters else _only(alarm, flowing[rows]),
             [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
             price_per_m3, settings.min_rate_m3h))
-    s_c = settings.continuous
-    rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero]
+    rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero is not False]
     if s_c.enabled and rows:
         dawn = None if s_c.night_run_h is None else night_ends(cal.hour, step,
                                                                 (s_n.start_h, s_n.end_h))
-        add(rows, detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
-                                         s_c.quiet_h, dawn, s_c.night_run_h or 0.0))
+        where = None if s_c.all_meters else zero[rows]
+        add(rows, _only(detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
+                                               s_c.quiet_h, dawn, s_c.night_run_h or 0.0), where))
         if s_c.early:
             slot = (cal.hour * 3600 // step).astype(np.int64)
-            add(rows, detect_lost_quiet_hours(
+            add(rows, _only(detect_lost_quiet_hours(
                 flow[rows], slot, cal.day, step, s_c.threshold_m3h, s_c.early_days,
-                s_c.early_min_days, s_c.early_evidence, s_c.early_margin))
+                s_c.early_min_days, s_c.early_evidence, s_c.early_margin), where))
     s_b = settings.bursts
     if s_b.enabled and meters:
         add(all_rows, detect_bursts(
@@ -89,6 +97,33 @@ def detect(
         add(rows, detect_out_of_hours(flow[rows], empty, step, s_o.allowance_m3h, s_o.min_hours))
     return hold_open(merge_overlapping(found), round(settings.close_after_h * 3600),
                      grid.t0_s + grid.n * grid.step_s)
+
+
+def _zero_masks(flow: FloatArray, cal: LocalCalendar, meters: Sequence[MeterInfo],
+                parents: set[str], settings: LeaksConfig, step_s: int) -> tuple[BoolArray, BoolArray]:
+    """Per meter and bin: whether it is a normally-zero meter then, and whether it is one with a
+    night flow. Tagged meters are what they are told; ``normally_zero = "auto"`` ones are what
+    their last ``zero_days`` say, and neither while that is not yet known. An untagged parent is
+    a main: its quiet hours are only its children's coinciding, and its zone balance watches it.
+    """
+    told = np.array([bool(m.normally_zero) for m in meters], dtype=bool)
+    zero = np.repeat(told[:, None], flow.shape[1], axis=1)
+    flowing = ~zero
+    auto = [i for i, m in enumerate(meters) if m.normally_zero is None and m.id not in parents]
+    if auto:
+        s_c = settings.continuous
+        share = quiet_day_share(flow[auto], cal.day, step_s, s_c.threshold_m3h, s_c.quiet_h,
+                                settings.zero_days, settings.zero_min_days)
+        zero[auto] = share >= settings.zero_share
+        flowing[auto] = share < settings.zero_share
+    return zero, flowing
+
+
+def _only(alarm: Alarm, where: BoolArray | None) -> Alarm:
+    """``alarm`` with its active bins restricted to ``where`` (None: unchanged)."""
+    if where is None:
+        return alarm
+    return Alarm(alarm.kind, alarm.active & where, alarm.excess, alarm.start_lag)
 
 
 def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: LeaksConfig,

@@ -27,7 +27,8 @@ Query = Callable[[str], list[dict[str, Any]]]
 
 def water_meters(cfg: Config) -> list[MeterInfo]:
     """The configured water meters, in config order."""
-    return [MeterInfo(m.id, m.building, m.parent, m.normally_zero, m.accuracy)
+    return [MeterInfo(m.id, m.building, m.parent,
+                      None if m.normally_zero == "auto" else m.normally_zero, m.accuracy)
             for m in cfg.meters if m.kind == "water"]
 
 
