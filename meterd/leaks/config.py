@@ -26,7 +26,7 @@ class NightFlowSettings(_Section):
     window_days: int = Field(default=14, ge=3, le=90)  # unflagged nights in the baseline median
     min_history: int = Field(default=5, ge=2)  # nights before anything is flagged
     allowance_m3h: float = Field(default=0.0015, ge=0)  # legitimate night use + resolution
-    allowance_rel: float = Field(default=0.1, ge=0)  # extra allowance, fraction of the baseline
+    allowance_rel: float = Field(default=0.05, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
     strong_factor: float | None = Field(default=2.0, gt=1)  # net > this × allowance opens at once
