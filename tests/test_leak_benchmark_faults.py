@@ -43,3 +43,21 @@ def test_registers_report_whole_litres_and_lose_none(leak_eval: ModuleType) -> N
     litres = leak_eval.register_steps(flow) * 1000
     np.testing.assert_allclose(litres, np.round(litres))
     assert abs(litres.sum() - flow.sum() * 1000) < 1.0
+
+
+def test_an_alarm_the_clean_twin_also_raised_finds_nothing() -> None:
+    """The simulated suite scores each run against its twin without the leak (docstring of
+    ``leak_eval_zones``): a weekly alarm that happens to follow the onset is not a detection."""
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    lz = importlib.import_module("leak_eval_zones")
+    from meterd.analysis.incidents import Incident
+
+    weekend = Incident("b", "night_flow", 90_000, 100_000, 120_000, 0.02, 0.1)
+    caused = Incident("b", "night_flow", 200_000, 210_000, None, 0.03, 1.0)
+    truth = [{"kind": "building leak", "rate": 0.03, "onset_s": 50_000.0, "accept": {"b"}}]
+    zones = lz.Zones(np.zeros((1, 1)), [], lz.Grid(0, 1), None, {})  # type: ignore[arg-type]
+    with_weekend = lambda _z: [weekend, caused]  # noqa: E731
+    assert lz.hits(with_weekend, zones, truth)[0][2] == pytest.approx(50_000 / 3600)
+    twin = [Incident("b", "night_flow", 90_000, 100_000, 120_000, 0.02, 0.1)]
+    assert lz.hits(with_weekend, zones, truth, twin)[0][2] == pytest.approx(160_000 / 3600)
