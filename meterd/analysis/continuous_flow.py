@@ -71,7 +71,7 @@ def detect_continuous_flow(
     quiet_bin = ~(flow > threshold_m3h)  # NaN counts as quiet
     # A quiet *period* ends at bin i when the last qlen bins were all quiet.
     # Bins before the start are not quiet: the first period ends at bin qlen - 1 at the earliest.
-    period_end = _rolling_min(quiet_bin.view(np.uint8), qlen, fill=0).view(bool)
+    period_end = quiet_period_ends(quiet_bin, qlen)
     # Bins since the last quiet period ended (-1: none yet): the onset of the continuous flow.
     idx = np.arange(n, dtype=np.int32)
     last_end = np.where(period_end, idx, np.int32(-1))
@@ -99,6 +99,12 @@ def detect_continuous_flow(
     return Alarm("continuous_flow", active, excess, lag)
 
 
+def quiet_period_ends(quiet: BoolArray, qlen: int) -> BoolArray:
+    """Bins that end a run of at least ``qlen`` quiet bins (axis 1); none before the first
+    ``qlen`` bins, whose past is unknown."""
+    return _rolling_min(np.ascontiguousarray(quiet).view(np.uint8), qlen, fill=0).view(bool)
+
+
 def _rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
     """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start."""
     if width <= 1:
@@ -121,4 +127,4 @@ def vendor_rule(flow: FloatArray, step_s: int = 3600) -> Alarm:
     return alarm
 
 
-__all__ = ["detect_continuous_flow", "vendor_rule"]
+__all__ = ["detect_continuous_flow", "quiet_period_ends", "vendor_rule"]

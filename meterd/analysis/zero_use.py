@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from meterd.analysis.continuous_flow import quiet_period_ends
 from meterd.analysis.hourly import FloatArray, IntArray
 
 
@@ -56,11 +57,7 @@ def quiet_day_share(
     of leak, long after the continuous-flow rules have reported it.
     """
     qlen = max(1, round(quiet_h * 3600 / step_s))
-    quiet = np.nan_to_num(flow, nan=np.inf) <= threshold_m3h
-    run = np.cumsum(quiet, axis=1, dtype=np.int32)
-    shifted = np.zeros_like(run)
-    shifted[:, qlen:] = run[:, :-qlen]
-    period_end = (run - shifted) >= qlen
+    period_end = quiet_period_ends(np.nan_to_num(flow, nan=np.inf) <= threshold_m3h, qlen)
     starts = np.flatnonzero(np.r_[True, np.asarray(day)[1:] != np.asarray(day)[:-1]])
     per_day = np.add.reduceat(period_end, starts, axis=1) > 0
     bins_per_day = np.diff(np.r_[starts, day.size])
