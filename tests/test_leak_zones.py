@@ -225,3 +225,18 @@ def test_zone_night_allowance_covers_the_rounding_of_every_meter_in_the_balance(
     rng = np.random.default_rng(1)
     draws = rng.uniform(-0.5, 0.5, (2, 5, 100_000))
     assert np.std((draws[0] - draws[1]).sum(axis=0)) == pytest.approx(np.sqrt(5 / 6), rel=0.02)
+
+
+def test_a_night_without_data_keeps_the_last_excess_of_an_open_alarm() -> None:
+    """A gap of whole nights inside a leak: the CUSUM keeps the alarm on, and its excess stays
+    the last measured one (a NaN excess would give an incident a NaN rate and volume)."""
+    n = DAYS * 24
+    flow = zone_flow(np.random.default_rng(4), n) * 0.065
+    flow[0, 20 * 24 :] += 0.010  # under the allowance: opened by the CUSUM after some nights
+    flow[0, 34 * 24 : 37 * 24] = np.nan
+    alarm = detect_night_flow(flow, hours(n), persist_nights=2, strong_factor=2.0,
+                              learn_margin=0.5, cusum=(0.25, 2.0))
+    gap = slice(34 * 24 + 5, 37 * 24)
+    assert alarm.active[0, gap].all()
+    assert np.isfinite(alarm.excess[0]).all()
+    assert alarm.excess[0, 34 * 24 + 5] == alarm.excess[0, 34 * 24 + 4]

@@ -219,7 +219,10 @@ def detect_night_flow(
             cum = _cusum_step(cum, u, *cusum)
             on |= cum > cusum[1]
         night_active[:, d] = on
-        net[:, d] = np.where(flagged | on, x - base, 0.0)
+        # A night without data keeps an open alarm on (nothing says the leak stopped) and its
+        # last measured excess, never an unknown one.
+        net[:, d] = np.where(np.isnan(x) & on, net[:, d - 1] if d else 0.0,
+                             np.where(flagged | on, x - base, 0.0))
         learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
