@@ -127,3 +127,33 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     assert len(series) == 1 and len(series[0]["values"]) == 1  # type: ignore[arg-type]
     row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))  # type: ignore[call-overload]
     assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
+
+
+def test_an_unrepaired_leak_outliving_the_history_window_stays_open(
+        influxd: InfluxServer, tmp_path: Path) -> None:
+    """An untagged household leaks from day 30 to day 80, longer than the job's 35-day history:
+    by day 65 nothing in the window says it ever went quiet, so no detector sees a leak any more
+    (it looks like a main), but the incident must stay open until the meter stops again."""
+    rng = np.random.default_rng(11)
+    on, off = T0 + (30 * 24 + 10) * 3600, T0 + (80 * 24 + 10) * 3600
+    rows = []
+    for h in range(1, 90 * 24):
+        ts, hour = T0 + h * 3600, (h - 1) % 24
+        use = float(rng.exponential(0.02)) if 7 <= hour < 22 and rng.random() < 0.5 else 0.0
+        use += 0.01 if on < ts <= off else 0.0
+        rows.append(f"consumption,kind=water,meter=hh1 volume_m3={round(use, 3)},interval_s=3600.0 {ts}")
+    requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
+    r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(rows), timeout=30)
+    assert r.status_code == 204, r.text
+    path = tmp_path / "meterd.toml"
+    path.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+                    '[[meters]]\nid = "hh1"\nkind = "water"\nmqtt_topic = "m/hh1"\n')
+    cfg = load_config(path)
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    events = {}
+    for day in range(20, 90):
+        for inc in job.run_once(datetime.fromtimestamp(T0 + (day * 24 + 12) * 3600, UTC)):
+            events[day] = (inc.type, inc.end)
+    assert list(events) == [31, 80]  # opened the morning after the onset, closed at the repair
+    assert events[31] == ("continuous_flow", None)
+    assert events[80][1] == T0 + (80 * 24 + 12) * 3600

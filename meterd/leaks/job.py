@@ -12,7 +12,10 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-from meterd.analysis.hourly import Grid, local_calendar
+import numpy as np
+
+from meterd.analysis.continuous_flow import quiet_period_ends
+from meterd.analysis.hourly import FloatArray, Grid, local_calendar
 from meterd.analysis.incidents import QUALITY_TYPES, Incident
 from meterd.config import Config
 from meterd.leaks.config import leaks_config
@@ -82,7 +85,7 @@ class LeakJob:
                        self.cfg.tariffs.water_per_m3)
         row = self.db.execute("SELECT last_s FROM runs WHERE id = 1").fetchone()
         last_s = row[0] if row else now_s - s.interval_s
-        changed, events = self._reconcile(found, last_s, now_s)
+        changed, events = self._reconcile(found, last_s, now_s, self._flowing_since(flow, grid))
         if changed:
             self.write_lines(incident_lines(changed, s.measurement, self.tags))
         # State is committed only after the lines were accepted: a failed write is retried,
@@ -100,9 +103,31 @@ class LeakJob:
                                     (inc.end is None, doc, rid))
         return events
 
-    def _reconcile(self, found: list[Incident], last_s: int, now_s: int
+    def _flowing_since(self, flow: FloatArray, grid: Grid) -> dict[str, int]:
+        """Per meter, the start of its current run without a quiet period (-1 if it had none in
+        the window: earlier runs saw the time before it); meters quiet in their last bin are left
+        out."""
+        c = self.settings.continuous
+        qlen = max(1, round(c.quiet_h * 3600 / grid.step_s))
+        quiet = np.nan_to_num(flow, nan=np.inf) <= c.threshold_m3h
+        ends = quiet_period_ends(quiet, qlen)
+        out = {}
+        for m, row in zip(self.meters, ends, strict=True):
+            last = np.flatnonzero(row)
+            if last.size == 0 or last[-1] < grid.n - 1:
+                out[m.id] = grid.t0_s + (int(last[-1]) + 1) * grid.step_s if last.size else -1
+        return out
+
+    def _reconcile(self, found: list[Incident], last_s: int, now_s: int,
+                   flowing_since: dict[str, int] | None = None
                    ) -> tuple[list[Incident], list[Incident]]:
-        """Match detections to stored incidents: update the open ones, add only new ones."""
+        """Match detections to stored incidents: update the open ones, add only new ones.
+
+        A stored continuous-flow incident whose meter has not had a quiet period since before it
+        was detected stays open even when no detector sees it any more: its leak has outlived
+        the history window (nothing in the window says the meter ever went quiet), not stopped.
+        """
+        flowing_since = flowing_since or {}
         self._pending: list[tuple[int | None, Incident]] = []
         stored = {(r[1], bool(r[2])): (r[0], Incident(**json.loads(r[3]))) for r in
                   self.db.execute("SELECT id, meter, quality, doc FROM incidents WHERE open = 1")}
@@ -128,6 +153,9 @@ class LeakJob:
                 changed.append(inc)
                 events.append(inc)
         for key, (rid, old) in stored.items():
+            if ("continuous_flow" in old.detectors
+                    and flowing_since.get(old.meter, old.detected_at) < old.detected_at):
+                continue
             if key not in seen:  # the alarm is gone and its episode left the window
                 old.end = now_s // self.settings.step_s * self.settings.step_s
                 self._pending.append((rid, old))
