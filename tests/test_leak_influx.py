@@ -157,3 +157,18 @@ def test_an_unrepaired_leak_outliving_the_history_window_stays_open(
     assert list(events) == [31, 80]  # opened the morning after the onset, closed at the repair
     assert events[31] == ("continuous_flow", None)
     assert events[80][1] == T0 + (80 * 24 + 12) * 3600
+
+
+def test_reading_in_chunks_gives_the_same_grid(loaded: Path) -> None:
+    from meterd.analysis.hourly import Grid
+    from meterd.leaks.io import fetch_flow, water_meters
+
+    cfg = load_config(loaded)
+    query, meters = InfluxQL(cfg.influxdb).query, water_meters(cfg)
+    grid = Grid(T0, 31 * 24)
+    whole = fetch_flow(query, meters, grid, chunk_s=40 * 86400)
+    daily = fetch_flow(query, meters, grid, chunk_s=86400)
+    odd = fetch_flow(query, meters, grid, chunk_s=5 * 3600 + 1, progress=True)  # edges inside intervals
+    assert np.isfinite(whole).sum() > 1000
+    np.testing.assert_array_equal(whole, daily)
+    np.testing.assert_array_equal(whole, odd)

@@ -36,8 +36,10 @@ def _iso(text: str) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=UTC)
 
 
-def replay(cfg: Config, query: Query, start: datetime, end: datetime) -> list[Incident]:
-    """Incidents detected in ``[start, end)``, computed from ``history_days`` before ``start``."""
+def replay(cfg: Config, query: Query, start: datetime, end: datetime,
+           progress: bool = False) -> list[Incident]:
+    """Incidents detected in ``[start, end)``, computed from ``history_days`` before ``start``;
+    ``progress``: a bar on stderr while the data is read."""
     s = leaks_config(cfg)
     t0 = int(start.timestamp()) // s.step_s * s.step_s - s.history_days * 86400
     n = (int(end.timestamp()) - t0) // s.step_s
@@ -45,7 +47,7 @@ def replay(cfg: Config, query: Query, start: datetime, end: datetime) -> list[In
         raise ValueError("--end must be after --start")
     grid = Grid(t0, n, s.step_s)
     meters = water_meters(cfg)
-    flow = fetch_flow(query, meters, grid, s.max_interval_s)
+    flow = fetch_flow(query, meters, grid, s.max_interval_s, progress=progress)
     found = detect(flow, grid, local_calendar(grid, cfg.site.timezone), meters, s,
                    break_ordinals(cfg), cfg.tariffs.water_per_m3)
     lo = int(start.timestamp())
@@ -63,7 +65,8 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config)
         if args.end <= args.start:
             raise ValueError("--end must be after --start")
-        incidents = replay(cfg, InfluxQL(cfg.influxdb).query, args.start, args.end)
+        incidents = replay(cfg, InfluxQL(cfg.influxdb).query, args.start, args.end,
+                           progress=sys.stderr.isatty())
     except (ConfigError, QueryError, ValueError) as exc:
         print(f"meterd leaks: {exc}", file=sys.stderr)
         return 2

@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 from meterd.analysis.hourly import FloatArray, Grid, bin_consumption
 from meterd.analysis.incidents import Incident
@@ -40,29 +42,45 @@ def consumption_query(start_s: int, end_s: int) -> str:
 
 
 def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
-               max_interval_s: float | None = None) -> FloatArray:
-    """Flow grid (m³/h) of ``meters`` over ``grid``; meters without data are all NaN."""
-    flow = np.full((len(meters), grid.n), np.nan)
+               max_interval_s: float | None = None, chunk_s: int = 7 * 86400,
+               progress: bool = False) -> FloatArray:
+    """Flow grid (m³/h) of ``meters`` over ``grid``; meters without data are all NaN.
+
+    Queried ``chunk_s`` at a time, so a long replay never asks InfluxDB for one response holding
+    every point of every meter; ``progress`` shows a bar on stderr.
+    """
     rows = {m.id: i for i, m in enumerate(meters)}
+    parts: dict[str, list[np.ndarray]] = {}
     end = grid.t0_s + grid.n * grid.step_s
-    for series in query(consumption_query(grid.t0_s, end)):
-        meter = (series.get("tags") or {}).get("meter")
-        if meter not in rows:
-            continue
-        cols = series["columns"]
-        try:
-            vals = np.array([[np.nan if v is None else float(v) for v in row]
-                             for row in series["values"]], dtype=float)
-        except (TypeError, ValueError) as exc:
-            REJECTS.reject("leaks", "bad_consumption", f"meter {meter}: {exc}")
-            continue
-        if vals.size == 0:
-            continue
-        t, vol, iv = (vals[:, cols.index(c)] for c in ("time", "volume_m3", "interval_s"))
+    edges = [*range(grid.t0_s, end, max(chunk_s, grid.step_s)), end]
+    for a, b in tqdm(list(pairwise(edges)), desc="reading consumption", unit="chunk",
+                     disable=not progress, leave=False):
+        for series in query(consumption_query(a, b)):
+            meter = (series.get("tags") or {}).get("meter")
+            if meter in rows:
+                vals = _values(meter, series)
+                if vals is not None:
+                    parts.setdefault(meter, []).append(vals)
+    flow = np.full((len(meters), grid.n), np.nan)
+    for meter, chunks in parts.items():
+        t, vol, iv = np.concatenate(chunks).T
         flow[rows[meter]] = bin_consumption(grid, t, vol, iv, max_interval_s)
     return flow
 
 
+def _values(meter: str, series: dict[str, Any]) -> np.ndarray | None:
+    """(time, volume_m3, interval_s) rows of one series; None (and a counted rejection) if the
+    server sent something that is not numbers."""
+    cols = series["columns"]
+    try:
+        vals = np.array([[np.nan if v is None else float(v) for v in row]
+                         for row in series["values"]], dtype=float)
+    except (TypeError, ValueError) as exc:
+        REJECTS.reject("leaks", "bad_consumption", f"meter {meter}: {exc}")
+        return None
+    if vals.size == 0:
+        return None
+    return vals[:, [cols.index(c) for c in ("time", "volume_m3", "interval_s")]]
 
 
 def incident_lines(incidents: Sequence[Incident], measurement: str,
