@@ -129,34 +129,72 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
 
 
-def test_an_unrepaired_leak_outliving_the_history_window_stays_open(
-        influxd: InfluxServer, tmp_path: Path) -> None:
-    """An untagged household leaks from day 30 to day 80, longer than the job's 35-day history:
-    by day 65 nothing in the window says it ever went quiet, so no detector sees a leak any more
-    (it looks like a main), but the incident must stay open until the meter stops again."""
-    rng = np.random.default_rng(11)
-    on, off = T0 + (30 * 24 + 10) * 3600, T0 + (80 * 24 + 10) * 3600
-    rows = []
-    for h in range(1, 90 * 24):
-        ts, hour = T0 + h * 3600, (h - 1) % 24
-        use = float(rng.exponential(0.02)) if 7 <= hour < 22 and rng.random() < 0.5 else 0.0
-        use += 0.01 if on < ts <= off else 0.0
-        rows.append(f"consumption,kind=water,meter=hh1 volume_m3={round(use, 3)},interval_s=3600.0 {ts}")
+def _job_events(influxd: InfluxServer, tmp_path: Path, meters: str, rows: list[str],
+                days: range) -> dict[int, list[tuple[str, str, int | None]]]:
+    """Run a LeakJob at noon of each of ``days`` over ``rows`` of consumption; what each run
+    opened or closed, by day."""
     requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
     r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(rows), timeout=30)
     assert r.status_code == 204, r.text
     path = tmp_path / "meterd.toml"
     path.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
-                    '[[meters]]\nid = "hh1"\nkind = "water"\nmqtt_topic = "m/hh1"\n')
+                    + meters)
     cfg = load_config(path)
     job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
-    events = {}
-    for day in range(20, 90):
+    events: dict[int, list[tuple[str, str, int | None]]] = {}
+    for day in days:
         for inc in job.run_once(datetime.fromtimestamp(T0 + (day * 24 + 12) * 3600, UTC)):
-            events[day] = (inc.type, inc.end)
-    assert list(events) == [31, 80]  # opened the morning after the onset, closed at the repair
-    assert events[31] == ("continuous_flow", None)
-    assert events[80][1] == T0 + (80 * 24 + 12) * 3600
+            events.setdefault(day, []).append((inc.meter, inc.type, inc.end))
+    return events
+
+
+def _water(meter: str, parent: str = "") -> str:
+    link = f'parent = "{parent}"\n' if parent else ""
+    return f'[[meters]]\nid = "{meter}"\nkind = "water"\nmqtt_topic = "m/{meter}"\n{link}'
+
+
+def _line(meter: str, ts: int, use: float) -> str:
+    return f"consumption,kind=water,meter={meter} volume_m3={round(use, 3)},interval_s=3600.0 {ts}"
+
+
+ON, OFF = T0 + (30 * 24 + 10) * 3600, T0 + (80 * 24 + 10) * 3600  # 50 days: past the history
+
+
+def test_an_unrepaired_household_leak_stays_open_past_the_history_window(
+        influxd: InfluxServer, tmp_path: Path) -> None:
+    """An untagged household leaking from day 30 to day 80, longer than the job's 35 days of
+    history: the incident stays open until the leak is repaired, then closes."""
+    rng = np.random.default_rng(11)
+    rows = []
+    for h in range(1, 90 * 24):
+        ts, hour = T0 + h * 3600, (h - 1) % 24
+        use = float(rng.exponential(0.02)) if 7 <= hour < 22 and rng.random() < 0.5 else 0.0
+        rows.append(_line("hh1", ts, use + (0.01 if ON < ts <= OFF else 0.0)))
+    events = _job_events(influxd, tmp_path, _water("hh1"), rows, range(20, 90))
+    assert next(iter(events)) == 31 and events[31] == [("hh1", "continuous_flow", None)]
+    (closed_on,) = list(events)[1:]  # closed once, within a week of the repair
+    assert 80 <= closed_on <= 87
+    end = events[closed_on][0][2]
+    assert end is not None and end > OFF
+
+
+def test_an_unrepaired_mains_leak_stays_open_past_the_history_window(
+        influxd: InfluxServer, tmp_path: Path) -> None:
+    """A pipe leak between a parent and its two children for 50 days: one zone incident, open
+    all along (it was closed 36 days after its onset while it still ran), closed after the repair."""
+    rng = np.random.default_rng(12)
+    rows = []
+    for h in range(1, 90 * 24):
+        ts, hour = T0 + h * 3600, (h - 1) % 24
+        kids = [0.2 + 0.3 * (7 <= hour < 22) + float(rng.uniform(0, 0.02)) for _ in range(2)]
+        mains = 0.03 if ON < ts <= OFF else 0.0
+        rows += [_line("c1", ts, kids[0]), _line("c2", ts, kids[1]),
+                 _line("P", ts, round(kids[0], 3) + round(kids[1], 3) + mains)]
+    meters = _water("P") + _water("c1", "P") + _water("c2", "P")
+    events = _job_events(influxd, tmp_path, meters, rows, range(20, 90))
+    flat = [(day, m, end is None) for day, evs in events.items() for m, _t, end in evs]
+    assert [(m, is_open) for _d, m, is_open in flat] == [("zone:P", True), ("zone:P", False)]
+    assert flat[0][0] in (30, 31) and 80 <= flat[1][0] <= 87
 
 
 def test_reading_in_chunks_gives_the_same_grid(loaded: Path) -> None:

@@ -47,11 +47,11 @@ def test_default_rule_opens_on_one_night_at_twice_the_allowance() -> None:
     cal = local_calendar(Grid(T0, n), "UTC")
     incs = detect(flow, Grid(T0, n), cal, [MeterInfo("office")], s)
     assert [i.type for i in incs] == ["night_flow"]
-    assert incs[0].detected_at <= T0 + (26 * 24 + 5) * 3600  # by the end of the first night
-    flow[0, 25 * 24 + 10 :] -= 0.013 - 0.008  # 6 %: within twice the allowance, two nights
+    assert incs[0].detected_at == T0 + (26 * 24 + 5) * 3600  # at the end of the first night
+    flow[0, 25 * 24 + 10 :] -= 0.013 - 0.010  # 7.7 %: within twice the allowance, two nights
     incs = detect(flow, Grid(T0, n), cal, [MeterInfo("office")], s)
     assert [i.type for i in incs] == ["night_flow"]
-    assert T0 + (26 * 24 + 5) * 3600 < incs[0].detected_at <= T0 + (27 * 24 + 5) * 3600
+    assert incs[0].detected_at == T0 + (27 * 24 + 5) * 3600
 
 
 def test_a_creeping_leak_does_not_teach_the_baseline() -> None:
@@ -66,9 +66,9 @@ def test_a_creeping_leak_does_not_teach_the_baseline() -> None:
                                        learn_margin=1.0)
         assert not learns_all.active.any()  # absorbed: 60 L/h by day 70, never reported
         alarm = detect_night_flow(flow, hour, persist_nights=2, strong_factor=2.0,
-                                  learn_margin=0.5)
+                                  allowance_rel=0.05, learn_margin=0.5, cusum=(0.5, 2.0))
         first_day = int(np.argmax(alarm.active[0])) // 24 - 10
-        assert alarm.active[0].any() and first_day <= 20  # reported by about 20 L/h
+        assert alarm.active[0].any() and first_day <= 12  # reported by about 12 L/h
         assert alarm.active[0, (10 + first_day + 7) * 24 :].all()  # and stays open
 
 
@@ -240,3 +240,18 @@ def test_a_night_without_data_keeps_the_last_excess_of_an_open_alarm() -> None:
     assert alarm.active[0, gap].all()
     assert np.isfinite(alarm.excess[0]).all()
     assert alarm.excess[0, 34 * 24 + 5] == alarm.excess[0, 34 * 24 + 4]
+
+
+def test_a_noisy_building_without_a_leak_seldom_raises_a_night_incident() -> None:
+    """Hourly noise of 5 % on a never-zero building (benchmarks/leak_eval_noise.py): the spread
+    of learnt nights alone shrank the allowance in a spiral, and the running minimum of the first
+    night hours looked like a leak; together 1.2 false incidents per meter-month."""
+    rng = np.random.default_rng(1)
+    days, n_m = 365, 20
+    hour = np.arange(days * 24) % 24
+    flow = np.round((0.2 + 0.3 * ((hour >= 7) & (hour < 22))) * (1 + 0.05 * rng.standard_normal(
+        (n_m, hour.size))), 3)
+    grid = Grid(T0, days * 24)
+    incs = detect(flow, grid, local_calendar(grid, "UTC"),
+                  [MeterInfo(f"b{i}") for i in range(n_m)], LeaksConfig())
+    assert len(incs) / (n_m * days / 30.4) < 0.15

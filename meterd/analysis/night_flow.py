@@ -190,6 +190,10 @@ def detect_night_flow(
     kind = _night_kinds(day_class, local_hour, step_s, night, n_all)
     hist = np.full((int(kind.max(initial=0)) + 1, n_m, window_days), np.nan)
     pos = np.zeros((hist.shape[0], n_m), dtype=np.int64)
+    # The spread comes from every night without an alarm, not only the learnt ones: a spread
+    # of learnt nights alone shrinks the allowance, which learns fewer nights, and so on.
+    spread = np.full_like(hist, np.nan)
+    spos = np.zeros_like(pos)
     run = np.zeros(n_m, dtype=np.int64)
     cum = np.zeros(n_m)  # CUSUM of the nightly net flow, in allowances
     night_active = np.zeros((n_m, n_n), dtype=bool)
@@ -202,7 +206,8 @@ def detect_night_flow(
     stop = np.r_[nights.end_bin, flow.shape[1]]  # early alarms run until the night is decided
     for d in range(n_all):
         c = int(kind[d])
-        enough, base, allow = _baseline(hist[c], min_history, allowance_m3h, allowance_rel, k_mad)
+        enough, base, allow = _baseline(hist[c], spread[c], min_history, allowance_m3h,
+                                        allowance_rel, k_mad)
         thresh[:, d] = np.where(enough, base + allow, np.inf)
         base_n[:, d] = base
         if run_min is not None and starts is not None:
@@ -226,6 +231,9 @@ def detect_night_flow(
         learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
+        calm = ~np.isnan(x) & ~on & ~flagged
+        spread[c, rows[calm], spos[c, calm] % window_days] = x[calm]
+        spos[c] += calm
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:
         _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
@@ -276,14 +284,17 @@ def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int
     return np.asarray(day_class, dtype=np.int64)[starts[:n_all]]
 
 
-def _baseline(hist: FloatArray, min_history: int, allowance_m3h: float | FloatArray,
-              allowance_rel: float, k_mad: float) -> tuple[BoolArray, FloatArray, FloatArray]:
-    """Enough history, robust baseline (median) and allowance per meter from unflagged nights."""
+def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
+              allowance_m3h: float | FloatArray, allowance_rel: float, k_mad: float
+              ) -> tuple[BoolArray, FloatArray, FloatArray]:
+    """Enough history, robust baseline (median of the learnt nights ``hist``) and allowance (its
+    MAD term from ``spread``, every night without an alarm) per meter."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         base = np.nanmedian(np.where(enough[:, None], hist, 0.0), axis=1)
-        mad = np.nanmedian(np.abs(hist - base[:, None]), axis=1)
+        mid = np.nanmedian(spread, axis=1)
+        mad = np.nanmedian(np.abs(spread - mid[:, None]), axis=1)
     allow = np.maximum(allowance_m3h, allowance_rel * base)
     return enough, base, np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
 

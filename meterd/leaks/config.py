@@ -30,10 +30,10 @@ class NightFlowSettings(_Section):
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
     strong_factor: float | None = Field(default=2.0, gt=1)  # net > this × allowance opens at once
-    early: bool = True  # flag a strong night from its running minimum, before the window ends
+    early: bool = False  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
-    cusum_k: float = Field(default=0.25, ge=0)  # CUSUM of nightly net flow, in allowances
+    cusum_k: float = Field(default=0.5, ge=0)  # CUSUM of nightly net flow, in allowances
     cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
@@ -112,6 +112,7 @@ class LeaksConfig(_Section):
     interval_s: int = Field(default=3600, ge=60)  # how often the daemon runs detection
     step_s: Literal[900, 1800, 3600] = 3600  # grid resolution: the meters' reporting interval
     history_days: int = Field(default=35, ge=7, le=400)  # fetched per run for the baselines
+    max_history_days: int = Field(default=400, ge=7)  # ... at most, while an incident is open
     max_interval_s: float | None = Field(default=None, gt=0)  # longer spans bins (default 1.5 steps)
     min_rate_m3h: float = Field(default=0.0, ge=0)  # incidents smaller than this are dropped
     close_after_h: float = Field(default=48.0, ge=0)  # alarm-free hours before an incident closes

@@ -12,10 +12,7 @@ from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 
-import numpy as np
-
-from meterd.analysis.continuous_flow import quiet_period_ends
-from meterd.analysis.hourly import FloatArray, Grid, local_calendar
+from meterd.analysis.hourly import Grid, local_calendar
 from meterd.analysis.incidents import QUALITY_TYPES, Incident
 from meterd.config import Config
 from meterd.leaks.config import leaks_config
@@ -78,14 +75,14 @@ class LeakJob:
         """Detect up to ``now``; return incidents opened or closed by this run (each once)."""
         now_s = int(now.timestamp())
         s = self.settings
-        grid = grid_until(now_s, s.step_s, s.history_days)
+        grid = grid_until(now_s, s.step_s, self._history_days(now_s))
         flow = fetch_flow(self.query, self.meters, grid, s.max_interval_s)
         cal = local_calendar(grid, self.cfg.site.timezone)
         found = detect(flow, grid, cal, self.meters, s, break_ordinals(self.cfg),
                        self.cfg.tariffs.water_per_m3)
         row = self.db.execute("SELECT last_s FROM runs WHERE id = 1").fetchone()
         last_s = row[0] if row else now_s - s.interval_s
-        changed, events = self._reconcile(found, last_s, now_s, self._flowing_since(flow, grid))
+        changed, events = self._reconcile(found, last_s, now_s)
         if changed:
             self.write_lines(incident_lines(changed, s.measurement, self.tags))
         # State is committed only after the lines were accepted: a failed write is retried,
@@ -103,31 +100,19 @@ class LeakJob:
                                     (inc.end is None, doc, rid))
         return events
 
-    def _flowing_since(self, flow: FloatArray, grid: Grid) -> dict[str, int]:
-        """Per meter, the start of its current run without a quiet period (-1 if it had none in
-        the window: earlier runs saw the time before it); meters quiet in their last bin are left
-        out."""
-        c = self.settings.continuous
-        qlen = max(1, round(c.quiet_h * 3600 / grid.step_s))
-        quiet = np.nan_to_num(flow, nan=np.inf) <= c.threshold_m3h
-        ends = quiet_period_ends(quiet, qlen)
-        out = {}
-        for m, row in zip(self.meters, ends, strict=True):
-            last = np.flatnonzero(row)
-            if last.size == 0 or last[-1] < grid.n - 1:
-                out[m.id] = grid.t0_s + (int(last[-1]) + 1) * grid.step_s if last.size else -1
-        return out
+    def _history_days(self, now_s: int) -> int:
+        """``history_days``, or more while an incident is open: enough to hold ``history_days``
+        before its start. The detectors then still see the leak against the meter's state before
+        it, as when they first reported it, instead of learning it as normal once it has outlived
+        the window (a zone's mains leak was closed 36 days after its onset)."""
+        s = self.settings
+        oldest = min((inc.start for inc in self.open_incidents()), default=now_s)
+        need = -(-(now_s - oldest) // 86400) + s.history_days
+        return int(min(max(s.history_days, need), s.max_history_days))
 
-    def _reconcile(self, found: list[Incident], last_s: int, now_s: int,
-                   flowing_since: dict[str, int] | None = None
+    def _reconcile(self, found: list[Incident], last_s: int, now_s: int
                    ) -> tuple[list[Incident], list[Incident]]:
-        """Match detections to stored incidents: update the open ones, add only new ones.
-
-        A stored continuous-flow incident whose meter has not had a quiet period since before it
-        was detected stays open even when no detector sees it any more: its leak has outlived
-        the history window (nothing in the window says the meter ever went quiet), not stopped.
-        """
-        flowing_since = flowing_since or {}
+        """Match detections to stored incidents: update the open ones, add only new ones."""
         self._pending: list[tuple[int | None, Incident]] = []
         stored = {(r[1], bool(r[2])): (r[0], Incident(**json.loads(r[3]))) for r in
                   self.db.execute("SELECT id, meter, quality, doc FROM incidents WHERE open = 1")}
@@ -153,9 +138,6 @@ class LeakJob:
                 changed.append(inc)
                 events.append(inc)
         for key, (rid, old) in stored.items():
-            if ("continuous_flow" in old.detectors
-                    and flowing_since.get(old.meter, old.detected_at) < old.detected_at):
-                continue
             if key not in seen:  # the alarm is gone and its episode left the window
                 old.end = now_s // self.settings.step_s * self.settings.step_s
                 self._pending.append((rid, old))
