@@ -108,7 +108,7 @@ class LeakJob:
         s = self.settings
         oldest = min((inc.start for inc in self.open_incidents()), default=now_s)
         need = -(-(now_s - oldest) // 86400) + s.history_days
-        return int(min(max(s.history_days, need), s.max_history_days))
+        return int(max(s.history_days, min(need, s.max_history_days)))
 
     def _reconcile(self, found: list[Incident], last_s: int, now_s: int
                    ) -> tuple[list[Incident], list[Incident]]:
