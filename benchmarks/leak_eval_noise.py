@@ -1,4 +1,4 @@
-"""False incidents on stationary noisy meters: buildings and mains that never stop, with no leak.
+"""Noisy meters that never stop: false incidents without a leak, and leaks found with one.
 
 Usage: ``.venv/bin/python benchmarks/leak_eval_noise.py [--meters 60] [--days 365]``
 
@@ -6,8 +6,13 @@ The simulated campus's night flow is smooth, so it cannot show how often a night
 on a real building whose hourly use is noisy. Each meter here is a never-zero building (0.2 m³/h
 at night, 0.5 m³/h from 07:00 to 22:00) with seeded hourly noise of one of three kinds (uniform
 0–20 L/h added, 5 % Gaussian, 10 % lognormal), in whole litres, untagged (``normally_zero =
-"auto"``). Every incident is false. Printed: incidents per meter-month for meterd (default
-``[leaks]``, or ``--leaks TOML``) and the LeakDB MNF reference.
+"auto"``). On the clean meters every incident is false. Then the same meters (same noise seed)
+get one step leak each, from a seeded random hour between day 60 and day 300, of 10, 20, 40 or
+100 L/h (5–50 % of the night flow, a quarter of the meters each). A leak is found by an
+incident on its meter detected after the onset and within 14 days (one already open at the
+onset hides it). Printed per noise kind, for meterd (default ``[leaks]``, or ``--leaks TOML``)
+and the LeakDB MNF reference: false incidents per meter-month, leaks found per size, median
+delay over the leaks each found, and over the leaks both found.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.leak_eval import load_settings
 from meterd.analysis.hourly import FloatArray, Grid, local_calendar
-from meterd.analysis.incidents import episodes
+from meterd.analysis.incidents import Incident, episodes
 from meterd.analysis.night_flow import leakdb_reference
 from meterd.leaks.engine import MeterInfo, detect
 
@@ -43,6 +48,36 @@ def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1) -> FloatArr
     return np.round(noise[kind](), 3)
 
 
+LEAK_M3H = (0.01, 0.02, 0.04, 0.1)
+
+
+def with_leaks(flow: FloatArray, seed: int = 2) -> tuple[FloatArray, list[tuple[float, int]]]:
+    """``flow`` with one step leak per meter, and each leak's (m³/h, onset bin)."""
+    rng = np.random.default_rng(seed)
+    out, truth = flow.copy(), []
+    for m in range(flow.shape[0]):
+        rate, onset = LEAK_M3H[m % len(LEAK_M3H)], int(rng.integers(60 * 24, 300 * 24))
+        out[m, onset:] += rate
+        truth.append((rate, onset))
+    return np.round(out, 3), truth
+
+
+def found_delays(incidents: list[Incident], truth: list[tuple[float, int]], t0: int
+                 ) -> list[float | None]:
+    """Delay in hours from each onset to the first incident on its meter detected after it."""
+    out: list[float | None] = []
+    for m, (_rate, onset) in enumerate(truth):
+        onset_s, delay = t0 + onset * 3600, None
+        for inc in sorted((i for i in incidents if i.meter == f"m{m}"), key=lambda i: i.detected_at):
+            if inc.detected_at <= onset_s and (inc.end is None or inc.end > onset_s):
+                break  # already open: the leak is never reported
+            if onset_s < inc.detected_at <= onset_s + 14 * 86400:
+                delay = (inc.detected_at - onset_s) / 3600
+                break
+        out.append(delay)
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--meters", type=int, default=60)
@@ -54,13 +89,29 @@ def main(argv: list[str] | None = None) -> int:
     cal = local_calendar(grid, "UTC")
     ids = [f"m{i}" for i in range(args.meters)]
     months = args.meters * args.days / 30.4
-    print(f"{args.meters} never-zero meters x {args.days} days, no leak: incidents per meter-month\n")
-    print("| noise | meterd | LeakDB MNF reference |\n|---|---|---|")
+    methods: dict[str, Callable[[FloatArray], list[Incident]]] = {
+        "meterd": lambda f: detect(f, grid, cal, [MeterInfo(i, normally_zero=None) for i in ids],
+                                   settings),
+        "LeakDB MNF reference": lambda f: episodes(leakdb_reference(f, cal.hour), ids, grid),
+    }
+    sizes = " | ".join(f"{r * 1000:g} L/h" for r in LEAK_M3H)
+    print(f"{args.meters} never-zero meters x {args.days} days; false = incidents per meter-month "
+          "without a leak; found per leak size (5-50 % of the night flow); median delay h\n")
+    print(f"| noise | method | false | {sizes} | median delay h | median delay h, leaks both "
+          "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
     for kind in ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %"):
         flow = noisy_meters(kind, args.meters, args.days)
-        ours = detect(flow, grid, cal, [MeterInfo(i, normally_zero=None) for i in ids], settings)
-        ref = episodes(leakdb_reference(flow, cal.hour), ids, grid)
-        print(f"| {kind} | {len(ours) / months:.3f} | {len(ref) / months:.3f} |")
+        leaky, truth = with_leaks(flow)
+        res = {name: (len(m(flow)) / months, found_delays(m(leaky), truth, T0))
+               for name, m in methods.items()}
+        both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
+        for name, (false, delays) in res.items():
+            cells = [f"{sum(d is not None for d, (r, _) in zip(delays, truth, strict=True) if r == size)}"
+                     f"/{sum(r == size for r, _ in truth)}" for size in LEAK_M3H]
+            got = [d for d in delays if d is not None]
+            paired = [d for d, b in zip(delays, both, strict=True) if b and d is not None]
+            med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
+            print(f"| {kind} | {name} | {false:.3f} | {' | '.join(cells)} | {med} |")
     return 0
 
 
