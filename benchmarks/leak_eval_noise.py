@@ -27,6 +27,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.leak_eval import load_settings
+from benchmarks.leak_eval_zones import Zones, hits
 from meterd.analysis.hourly import FloatArray, Grid, local_calendar
 from meterd.analysis.incidents import Incident, episodes
 from meterd.analysis.night_flow import leakdb_reference
@@ -62,20 +63,13 @@ def with_leaks(flow: FloatArray, seed: int = 2) -> tuple[FloatArray, list[tuple[
     return np.round(out, 3), truth
 
 
-def found_delays(incidents: list[Incident], truth: list[tuple[float, int]], t0: int
+def found_delays(incidents: list[Incident], zones: Zones, truth: list[tuple[float, int]]
                  ) -> list[float | None]:
-    """Delay in hours from each onset to the first incident on its meter detected after it."""
-    out: list[float | None] = []
-    for m, (_rate, onset) in enumerate(truth):
-        onset_s, delay = t0 + onset * 3600, None
-        for inc in sorted((i for i in incidents if i.meter == f"m{m}"), key=lambda i: i.detected_at):
-            if inc.detected_at <= onset_s and (inc.end is None or inc.end > onset_s):
-                break  # already open: the leak is never reported
-            if onset_s < inc.detected_at <= onset_s + 14 * 86400:
-                delay = (inc.detected_at - onset_s) / 3600
-                break
-        out.append(delay)
-    return out
+    """Delay in hours from each onset to its meter's report, scored as the zone suite does."""
+    faults: list[dict[str, object]] = [
+        {"kind": "leak", "rate": rate, "onset_s": float(zones.grid.t0_s + onset * 3600),
+         "accept": {f"m{m}"}} for m, (rate, onset) in enumerate(truth)]
+    return [h[2] for h in hits(lambda _z: incidents, zones, faults)]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -102,7 +96,8 @@ def main(argv: list[str] | None = None) -> int:
     for kind in ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %"):
         flow = noisy_meters(kind, args.meters, args.days)
         leaky, truth = with_leaks(flow)
-        res = {name: (len(m(flow)) / months, found_delays(m(leaky), truth, T0))
+        zones = Zones(leaky, [], grid, cal)
+        res = {name: (len(m(flow)) / months, found_delays(m(leaky), zones, truth))
                for name, m in methods.items()}
         both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
         for name, (false, delays) in res.items():
