@@ -35,12 +35,16 @@ def lines() -> list[str]:
     return out
 
 
+def load_lines(influxd: InfluxServer, rows: list[str]) -> None:
+    """Second-precision line protocol into a fresh ``campus`` database."""
+    requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
+    r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(rows), timeout=30)
+    assert r.status_code == 204, r.text
+
+
 @pytest.fixture
 def loaded(influxd: InfluxServer, tmp_path: Path) -> Path:
-    requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
-    r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(lines()),
-                      timeout=30)
-    assert r.status_code == 204, r.text
+    load_lines(influxd, lines())
     cfg = tmp_path / "meterd.toml"
     cfg.write_text(f"""
 [influxdb]
@@ -133,9 +137,7 @@ def _job_events(influxd: InfluxServer, tmp_path: Path, meters: str, rows: list[s
                 days: range) -> dict[int, list[tuple[str, str, int | None]]]:
     """Run a LeakJob at noon of each of ``days`` over ``rows`` of consumption; what each run
     opened or closed, by day."""
-    requests.post(f"{influxd.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
-    r = requests.post(f"{influxd.url}/write?db=campus&precision=s", data="\n".join(rows), timeout=30)
-    assert r.status_code == 204, r.text
+    load_lines(influxd, rows)
     path = tmp_path / "meterd.toml"
     path.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
                     + meters)
