@@ -194,7 +194,11 @@ def test_an_unrepaired_mains_leak_stays_open_past_the_history_window(
                  _line("P", ts, round(kids[0], 3) + round(kids[1], 3) + mains)]
     meters = _water("P") + _water("c1", "P") + _water("c2", "P")
     events = _job_events(influxd, tmp_path, meters, rows, range(20, 90))
-    flat = [(day, m, end is None) for day, evs in events.items() for m, _t, end in evs]
+    # Only the zone matters here: the children's uniform 0-20 L/h noise can raise a night-flow
+    # incident of its own (c1 on this seed, day 33: two nights 16 and 13 L/h above a 10 L/h
+    # allowance), which benchmarks/leak_eval_noise.py counts as a false-incident rate.
+    flat = [(day, m, end is None) for day, evs in events.items() for m, _t, end in evs
+            if m == "zone:P"]
     assert [(m, is_open) for _d, m, is_open in flat] == [("zone:P", True), ("zone:P", False)]
     assert flat[0][0] in (30, 31) and 80 <= flat[1][0] <= 87
 

@@ -113,6 +113,7 @@ def detect_night_flow(
     day_class: IntArray | None = None,
     learn_margin: float = 1.0,
     cusum: tuple[float, float] | None = None,
+    spread_days: int | None = None,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -157,6 +158,9 @@ def detect_night_flow(
         ``S = max(0, S + net/allowance - k)``, exceeds ``h``, so a leak below the allowance that
         stays for several nights is reported (one of 0.5 allowance after about 8 nights with
         (0.25, 2)). S is capped at ``h + 1`` so it falls back within days of a repair. None: off.
+    spread_days : int, optional
+        Nights behind the MAD term: the residuals (MNF minus the baseline of their day) of the
+        last ``spread_days`` nights of the kind without an alarm. None: ``window_days``.
 
     Returns
     -------
@@ -191,8 +195,10 @@ def detect_night_flow(
     hist = np.full((int(kind.max(initial=0)) + 1, n_m, window_days), np.nan)
     pos = np.zeros((hist.shape[0], n_m), dtype=np.int64)
     # The spread comes from every night without an alarm, not only the learnt ones: a spread
-    # of learnt nights alone shrinks the allowance, which learns fewer nights, and so on.
-    spread = np.full_like(hist, np.nan)
+    # of learnt nights alone shrinks the allowance, which learns fewer nights, and so on. It is
+    # the spread of the residuals (night minus that day's baseline), the very quantity the
+    # allowance bounds, so it also covers the baseline's own sampling noise and ignores drift.
+    spread = np.full((hist.shape[0], n_m, spread_days or window_days), np.nan)
     spos = np.zeros_like(pos)
     run = np.zeros(n_m, dtype=np.int64)
     cum = np.zeros(n_m)  # CUSUM of the nightly net flow, in allowances
@@ -231,8 +237,8 @@ def detect_night_flow(
         learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
-        calm = ~np.isnan(x) & ~on & ~flagged
-        spread[c, rows[calm], spos[c, calm] % window_days] = x[calm]
+        calm = ~np.isnan(x - base) & ~on & ~flagged
+        spread[c, rows[calm], spos[c, calm] % spread.shape[2]] = (x - base)[calm]
         spos[c] += calm
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:
@@ -292,10 +298,10 @@ def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        base = np.nanmedian(np.where(enough[:, None], hist, 0.0), axis=1)
+        base = np.nanmedian(hist, axis=1)  # NaN before the first learnt night
         mid = np.nanmedian(spread, axis=1)
         mad = np.nanmedian(np.abs(spread - mid[:, None]), axis=1)
-    allow = np.maximum(allowance_m3h, allowance_rel * base)
+    allow = np.maximum(allowance_m3h, allowance_rel * np.nan_to_num(base))
     return enough, base, np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
 
 

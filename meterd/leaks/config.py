@@ -29,12 +29,13 @@ class NightFlowSettings(_Section):
     allowance_rel: float = Field(default=0.05, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
-    strong_factor: float | None = Field(default=2.0, gt=1)  # net > this × allowance opens at once
+    strong_factor: float | None = Field(default=1.5, gt=1)  # net > this × allowance opens at once
     early: bool = False  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
     cusum_k: float = Field(default=0.5, ge=0)  # CUSUM of nightly net flow, in allowances
     cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
+    spread_days: int | None = Field(default=None, ge=3, le=365)  # nights behind the MAD; None: window_days
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @model_validator(mode="after")

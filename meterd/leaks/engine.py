@@ -135,7 +135,8 @@ def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: Leak
     return detect_night_flow(
         flow, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
         allowance_m3h, allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor, s_n.early,
-        kinds, s_n.learn_margin, None if s_n.cusum_h is None else (s_n.cusum_k, s_n.cusum_h))
+        kinds, s_n.learn_margin, None if s_n.cusum_h is None else (s_n.cusum_k, s_n.cusum_h),
+        s_n.spread_days)
 
 
 def _rounding_allowance(s_z: BalanceSettings, n_children: list[int]) -> FloatArray:
