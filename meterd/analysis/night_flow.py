@@ -222,23 +222,24 @@ def detect_night_flow(
         if d == n_n:
             break  # unfinished night: only its running minimum is known
         x = nights.mnf[:, d]
-        flagged = enough & (x - base > allow)  # NaN night: not flagged, history untouched
+        r = x - base  # the residual the allowance bounds (NaN: no night or no baseline yet)
+        flagged = enough & (r > allow)  # NaN night: not flagged, history untouched
         run = np.where(flagged, run + 1, 0)
-        on = (run >= persist_nights) | (flagged & (x - base > strong * allow))
+        on = (run >= persist_nights) | (flagged & (r > strong * allow))
         if cusum is not None:
-            u = np.where(enough, (x - base) / np.maximum(allow, 1e-9), np.nan)
+            u = np.where(enough, r / np.maximum(allow, 1e-9), np.nan)
             cum = _cusum_step(cum, u, *cusum)
             on |= cum > cusum[1]
         night_active[:, d] = on
         # A night without data keeps an open alarm on (nothing says the leak stopped) and its
         # last measured excess, never an unknown one.
         net[:, d] = np.where(np.isnan(x) & on, net[:, d - 1] if d else 0.0,
-                             np.where(flagged | on, x - base, 0.0))
-        learn = ~np.isnan(x) & ~(enough & (x - base > learn_margin * allow)) & ~on
+                             np.where(flagged | on, r, 0.0))
+        learn = ~np.isnan(x) & ~(enough & (r > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         pos[c] += learn
-        calm = ~np.isnan(x - base) & ~on & ~flagged
-        spread[c, rows[calm], spos[c, calm] % spread.shape[2]] = (x - base)[calm]
+        calm = ~np.isnan(r) & ~on & ~flagged
+        spread[c, rows[calm], spos[c, calm] % spread.shape[2]] = r[calm]
         spos[c] += calm
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:

@@ -68,21 +68,27 @@ class LeakJob:
         return self.settings.interval_s
 
     def open_incidents(self) -> list[Incident]:
-        return [Incident(**json.loads(doc)) for (doc,) in
-                self.db.execute("SELECT doc FROM incidents WHERE open = 1 ORDER BY id")]
+        return [inc for _rid, inc in self._stored_open().values()]
+
+    def _stored_open(self) -> dict[tuple[str, bool], tuple[int, Incident]]:
+        """Open incidents by (meter, data quality?), with their row ids, in id order."""
+        return {(meter, bool(quality)): (rid, Incident(**json.loads(doc)))
+                for rid, meter, quality, doc in self.db.execute(
+                    "SELECT id, meter, quality, doc FROM incidents WHERE open = 1 ORDER BY id")}
 
     def run_once(self, now: datetime) -> list[Incident]:
         """Detect up to ``now``; return incidents opened or closed by this run (each once)."""
         now_s = int(now.timestamp())
         s = self.settings
-        grid = grid_until(now_s, s.step_s, self._history_days(now_s))
+        stored = self._stored_open()
+        grid = grid_until(now_s, s.step_s, self._history_days(now_s, stored))
         flow = fetch_flow(self.query, self.meters, grid, s.max_interval_s)
         cal = local_calendar(grid, self.cfg.site.timezone)
         found = detect(flow, grid, cal, self.meters, s, break_ordinals(self.cfg),
                        self.cfg.tariffs.water_per_m3)
         row = self.db.execute("SELECT last_s FROM runs WHERE id = 1").fetchone()
         last_s = row[0] if row else now_s - s.interval_s
-        changed, events = self._reconcile(found, last_s, now_s)
+        changed, events = self._reconcile(found, stored, last_s, now_s)
         if changed:
             self.write_lines(incident_lines(changed, s.measurement, self.tags))
         # State is committed only after the lines were accepted: a failed write is retried,
@@ -100,22 +106,22 @@ class LeakJob:
                                     (inc.end is None, doc, rid))
         return events
 
-    def _history_days(self, now_s: int) -> int:
+    def _history_days(self, now_s: int,
+                      stored: dict[tuple[str, bool], tuple[int, Incident]]) -> int:
         """``history_days``, or more while an incident is open: enough to hold ``history_days``
         before its start. The detectors then still see the leak against the meter's state before
         it, as when they first reported it, instead of learning it as normal once it has outlived
         the window (a zone's mains leak was closed 36 days after its onset)."""
         s = self.settings
-        oldest = min((inc.start for inc in self.open_incidents()), default=now_s)
+        oldest = min((inc.start for _rid, inc in stored.values()), default=now_s)
         need = -(-(now_s - oldest) // 86400) + s.history_days
         return int(max(s.history_days, min(need, s.max_history_days)))
 
-    def _reconcile(self, found: list[Incident], last_s: int, now_s: int
+    def _reconcile(self, found: list[Incident],
+                   stored: dict[tuple[str, bool], tuple[int, Incident]], last_s: int, now_s: int
                    ) -> tuple[list[Incident], list[Incident]]:
-        """Match detections to stored incidents: update the open ones, add only new ones."""
+        """Match detections to the stored open incidents: update them, add only new ones."""
         self._pending: list[tuple[int | None, Incident]] = []
-        stored = {(r[1], bool(r[2])): (r[0], Incident(**json.loads(r[3]))) for r in
-                  self.db.execute("SELECT id, meter, quality, doc FROM incidents WHERE open = 1")}
         changed: list[Incident] = []
         events: list[Incident] = []
         seen: set[tuple[str, bool]] = set()
