@@ -1,18 +1,19 @@
 """Noisy meters that never stop: false incidents without a leak, and leaks found with one.
 
-Usage: ``.venv/bin/python benchmarks/leak_eval_noise.py [--meters 60] [--days 365]``
+Usage: ``.venv/bin/python benchmarks/leak_eval_noise.py [--meters 60] [--days 365] [--step-min 60]``
 
 The simulated campus's night flow is smooth, so it cannot show how often a night rule cries wolf
 on a real building whose hourly use is noisy. Each meter here is a never-zero building (0.2 m³/h
-at night, 0.5 m³/h from 07:00 to 22:00) with seeded hourly noise of one of three kinds (uniform
-0–20 L/h added, 5 % Gaussian, 10 % lognormal), in whole litres, untagged (``normally_zero =
-"auto"``). On the clean meters every incident is false. Then the same meters (same noise seed)
-get one step leak each, from a seeded random hour between day 60 and day 300, of 10, 20, 40 or
-100 L/h (5–50 % of the night flow, a quarter of the meters each). A leak is found by an
-incident on its meter detected after the onset and within 14 days (one already open at the
-onset hides it). Printed per noise kind, for meterd (default ``[leaks]``, or ``--leaks TOML``)
-and the LeakDB MNF reference: false incidents per meter-month, leaks found per size, median
-delay over the leaks each found, and over the leaks both found.
+at night, 0.5 m³/h from 07:00 to 22:00) with seeded noise per bin of one of three kinds (uniform
+0–20 L/h added, 5 % Gaussian, 10 % lognormal), in whole litres per hour, untagged
+(``normally_zero = "auto"``). ``--step-min 30`` reads the meters every 30 minutes, LeakDB's own
+step, with the same noise drawn per bin. On the clean meters every incident is false. Then the
+same meters (same noise seed) get one step leak each, from a seeded random hour between day 60
+and day 300, of 10, 20, 40 or 100 L/h (5–50 % of the night flow, a quarter of the meters each).
+A leak is found by an incident on its meter detected after the onset and within 14 days (one
+already open at the onset hides it). Printed per noise kind, for meterd (default ``[leaks]``,
+or ``--leaks TOML``) and the LeakDB MNF reference: false incidents per meter-month, leaks found
+per size, median delay over the leaks each found, and over the leaks both found.
 """
 
 from __future__ import annotations
@@ -36,9 +37,10 @@ from meterd.leaks.engine import MeterInfo, detect
 T0 = 1_735_689_600  # 2025-01-01 00:00 UTC, a Wednesday
 
 
-def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1) -> FloatArray:
+def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1, per_hour: int = 1
+                 ) -> FloatArray:
     rng = np.random.default_rng(seed)
-    hour = np.arange(days * 24) % 24
+    hour = np.arange(days * 24 * per_hour) // per_hour % 24
     level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
     shape = (n_meters, hour.size)
     noise: dict[str, Callable[[], FloatArray]] = {
@@ -52,13 +54,14 @@ def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1) -> FloatArr
 LEAK_M3H = (0.01, 0.02, 0.04, 0.1)
 
 
-def with_leaks(flow: FloatArray, seed: int = 2) -> tuple[FloatArray, list[tuple[float, int]]]:
-    """``flow`` with one step leak per meter, and each leak's (m³/h, onset bin)."""
+def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1
+               ) -> tuple[FloatArray, list[tuple[float, int]]]:
+    """``flow`` with one step leak per meter, and each leak's (m³/h, onset hour)."""
     rng = np.random.default_rng(seed)
     out, truth = flow.copy(), []
     for m in range(flow.shape[0]):
         rate, onset = LEAK_M3H[m % len(LEAK_M3H)], int(rng.integers(60 * 24, 300 * 24))
-        out[m, onset:] += rate
+        out[m, onset * per_hour :] += rate
         truth.append((rate, onset))
     return np.round(out, 3), truth
 
@@ -77,25 +80,30 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meters", type=int, default=60)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--leaks", type=Path, default=None, metavar="TOML")
+    ap.add_argument("--step-min", type=int, choices=(15, 30, 60), default=60,
+                    help="reading interval, minutes (LeakDB's is 30)")
     args = ap.parse_args(argv)
     settings = load_settings(args.leaks)
-    grid = Grid(T0, args.days * 24)
+    per_hour = 60 // args.step_min
+    grid = Grid(T0, args.days * 24 * per_hour, args.step_min * 60)
     cal = local_calendar(grid, "UTC")
     ids = [f"m{i}" for i in range(args.meters)]
     months = args.meters * args.days / 30.4
     methods: dict[str, Callable[[FloatArray], list[Incident]]] = {
         "meterd": lambda f: detect(f, grid, cal, [MeterInfo(i, normally_zero=None) for i in ids],
                                    settings),
-        "LeakDB MNF reference": lambda f: episodes(leakdb_reference(f, cal.hour), ids, grid),
+        "LeakDB MNF reference": lambda f: episodes(leakdb_reference(f, cal.hour, grid.step_s),
+                                                   ids, grid),
     }
     sizes = " | ".join(f"{r * 1000:g} L/h" for r in LEAK_M3H)
-    print(f"{args.meters} never-zero meters x {args.days} days; false = incidents per meter-month "
-          "without a leak; found per leak size (5-50 % of the night flow); median delay h\n")
+    print(f"{args.meters} never-zero meters x {args.days} days, read every {args.step_min} min; "
+          "false = incidents per meter-month without a leak; found per leak size (5-50 % of the "
+          "night flow); median delay h\n")
     print(f"| noise | method | false | {sizes} | median delay h | median delay h, leaks both "
           "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
     for kind in ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %"):
-        flow = noisy_meters(kind, args.meters, args.days)
-        leaky, truth = with_leaks(flow)
+        flow = noisy_meters(kind, args.meters, args.days, per_hour=per_hour)
+        leaky, truth = with_leaks(flow, per_hour=per_hour)
         zones = Zones(leaky, [], grid, cal)
         res = {name: (len(m(flow)) / months, found_delays(m(leaky), zones, truth))
                for name, m in methods.items()}

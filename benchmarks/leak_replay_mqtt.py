@@ -7,8 +7,9 @@ Usage::
 The held-out trials of ``leak_eval.py`` (and the clean full-year series of the same households, for
 false incidents) go the way real meter data goes: every row of a flow matrix becomes one water meter
 (``normally_zero`` left at its default, ``"auto"``) that publishes its cumulative register in
-litres once per hour over MQTT (QoS 1) to a real Mosquitto; a real ``meterd run`` derives
-consumption and writes it to a real InfluxDB 1.x; then ``meterd leaks --json`` (the CLI, as a
+litres at the end of every bin (hourly here; any ``[leaks] step_s`` in general) over MQTT (QoS 1)
+to a real Mosquitto; a real ``meterd run`` derives consumption and writes it to a real InfluxDB
+1.x; then ``meterd leaks --json`` (the CLI, as a
 subprocess) replays detection. Its incidents are scored exactly like the in-process method, and
 both tables are printed with a check that the incidents are identical.
 
@@ -129,11 +130,12 @@ def publish_plan(observed: BoolArray, gap_bins: float
     return np.array(times), np.array(bounds, dtype=np.int64), bad
 
 
-def register_litres(flow: FloatArray) -> FloatArray:
-    """Cumulative litres at each bin boundary (length n + 1); a NaN run of 2+ bins adds 1 L a bin."""
+def register_litres(flow: FloatArray, step_h: float = 1.0) -> FloatArray:
+    """Cumulative litres at each bin boundary (length n + 1) of a flow row in m³/h over bins of
+    ``step_h`` hours; a NaN run of 2+ bins adds 1 L a bin."""
     nan = np.isnan(flow)
     lone = nan & ~np.r_[False, nan[:-1]] & ~np.r_[nan[1:], False]
-    litres = np.round(np.where(nan, np.where(lone, 0.0, 1.0), flow * 1000.0), 6)
+    litres = np.round(np.where(nan, np.where(lone, 0.0, 1.0), flow * 1000.0 * step_h), 6)
     return np.round(np.concatenate([[0.0], np.cumsum(litres)]), 6)
 
 
@@ -168,6 +170,9 @@ class MqttReplay:
         self.code_dir = code_dir or REPO
         self.progress = progress
         self.settings = settings or LeaksConfig()
+        if self.settings != LeaksConfig(step_s=self.settings.step_s):
+            raise ValueError("the replay's meterd.toml carries only [leaks] step_s; other "
+                             "[leaks] settings would differ between the two paths")
         self.stats: list[ReplayStats] = []
 
     def __call__(self, flow: FloatArray, grid: Grid) -> list[Incident]:
@@ -192,7 +197,8 @@ def _meter_id(row: int) -> str:
     return f"hh{row:05d}"
 
 
-def _config(tmp: Path, influx: InfluxServer, broker: MosquittoServer, n_meters: int) -> Path:
+def _config(tmp: Path, influx: InfluxServer, broker: MosquittoServer, n_meters: int,
+            step_s: int) -> Path:
     meters = "".join(
         f'[[meters]]\nid = "{_meter_id(r)}"\nkind = "water"\n'
         f'mqtt_topic = "replay/water/{_meter_id(r)}"\nmqtt_scale = {{ volume_m3 = 0.001 }}\n'
@@ -208,6 +214,8 @@ flush_interval_s = 0.2
 dir = "{tmp / 'spool'}"
 [metrics]
 enabled = false
+[leaks]
+step_s = {step_s}
 [mqtt]
 url = "{broker.url}"
 client_id = "meterd-replay-{uuid.uuid4().hex[:8]}"
@@ -223,7 +231,7 @@ def _messages(flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: Replay
     for r in range(flow.shape[0]):
         times, bounds, bad = publish_plan(~np.isnan(flow[r]), max_iv / grid.step_s)
         stats.unreproducible_runs += bad
-        reg = register_litres(flow[r])
+        reg = register_litres(flow[r], grid.step_h)
         msgs = [(t, f"replay/water/{_meter_id(r)}",
                  json.dumps({"ts": _ts(grid, t), "volume_m3": _litre_text(reg[b])}))
                 for t, b in zip(times.tolist(), bounds.tolist(), strict=True)]
@@ -304,7 +312,7 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
     (tmp / "mosquitto").mkdir()
     t_start = time.monotonic()
     with InfluxServer(tmp / "influxd") as influx, MosquittoServer(tmp / "mosquitto") as broker:
-        cfg = _config(tmp, influx, broker, flow.shape[0])
+        cfg = _config(tmp, influx, broker, flow.shape[0], grid.step_s)
         first, rest = _messages(flow, grid, settings, stats)
         with (tmp / "meterd.log").open("ab") as log:
             daemon = subprocess.Popen(**_meterd(code_dir, "run", "-c", str(cfg)), stdout=log,

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from meterd.analysis.hourly import Grid, bin_consumption
+from meterd.leaks.config import LeaksConfig, NightFlowSettings
 
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
@@ -73,3 +74,29 @@ def test_replayed_incidents_equal_in_process(replay, daiad_zip):
     for s in mqtt.stats:  # the register -> consumption -> flow path gives the flows back
         assert s.points > 1000 and s.nan_mismatch_bins == 0 and s.unreproducible_runs == 0
         assert s.max_abs_flow_diff_m3h < 1e-9
+
+
+def test_half_hourly_meters_replay_like_in_process(replay):
+    """LeakDB's step is 30 minutes. Never-zero meters with 5 % Gaussian noise read every half
+    hour (``leak_eval_noise.py --step-min 30``), one with a 40 L/h leak, go through MQTT, the
+    daemon and ``meterd leaks`` with ``[leaks] step_s = 1800``: the same incidents as in-process,
+    and the leak is found."""
+    noise = importlib.import_module("leak_eval_noise")
+    settings = LeaksConfig(step_s=1800)
+    flow = noise.noisy_meters("Gaussian 5 %", 3, 56, seed=3, per_hour=2)
+    onset = (40 * 24 + 10) * 2
+    flow[0, onset:] = np.round(flow[0, onset:] + 0.04, 3)
+    grid = Grid(0, flow.shape[1], 1800)  # epoch 0 and the replay's 2015-01-01 are both Thursdays
+    local = replay.methods(settings)["meterd"](flow, grid)
+    mqtt = replay.MqttReplay(progress=False, settings=settings)
+    remote = mqtt(flow, grid)
+    assert replay.same_incidents(local, remote) == []
+    found = [i for i in remote if i.meter == "0" and i.detected_at > onset * 1800]
+    assert found and found[0].detected_at <= (onset + 2 * 48) * 1800
+    (stats,) = mqtt.stats
+    assert stats.nan_mismatch_bins == 0 and stats.max_abs_flow_diff_m3h < 1e-9
+
+
+def test_the_replay_refuses_settings_its_config_does_not_carry(replay):
+    with pytest.raises(ValueError, match="step_s"):
+        replay.MqttReplay(settings=LeaksConfig(night=NightFlowSettings(k_mad=2.0)))

@@ -160,7 +160,8 @@ def detect_night_flow(
         (0.25, 2)). S is capped at ``h + 1`` so it falls back within days of a repair. None: off.
     spread_days : int, optional
         Nights behind the MAD term: the residuals (MNF minus the baseline of their day) of the
-        last ``spread_days`` nights of the kind without an alarm. None: ``window_days``.
+        last ``spread_days`` calm nights of the kind (neither flagged nor in an alarm).
+        None: ``window_days``.
 
     Returns
     -------
@@ -194,10 +195,13 @@ def detect_night_flow(
     kind = _night_kinds(day_class, local_hour, step_s, night, n_all)
     hist = np.full((int(kind.max(initial=0)) + 1, n_m, window_days), np.nan)
     pos = np.zeros((hist.shape[0], n_m), dtype=np.int64)
-    # The spread comes from every night without an alarm, not only the learnt ones: a spread
-    # of learnt nights alone shrinks the allowance, which learns fewer nights, and so on. It is
-    # the spread of the residuals (night minus that day's baseline), the very quantity the
+    # The spread comes from every calm night, not only the learnt ones: a spread of learnt
+    # nights alone shrinks the allowance, which learns fewer nights, and so on. It is the
+    # spread of the residuals (night minus that day's baseline), the very quantity the
     # allowance bounds, so it also covers the baseline's own sampling noise and ignores drift.
+    # Flagged nights stay out even before they open an alarm: a leak between one and
+    # ``strong_factor`` allowances flags most nights, and counting them widens the allowance
+    # until it hides that leak (session 7; test_default_rule_opens_on_one_night_...).
     spread = np.full((hist.shape[0], n_m, spread_days or window_days), np.nan)
     spos = np.zeros_like(pos)
     run = np.zeros(n_m, dtype=np.int64)
@@ -295,7 +299,7 @@ def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
               allowance_m3h: float | FloatArray, allowance_rel: float, k_mad: float
               ) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Enough history, robust baseline (median of the learnt nights ``hist``) and allowance (its
-    MAD term from ``spread``, every night without an alarm) per meter."""
+    MAD term from ``spread``, the calm nights) per meter."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
