@@ -40,18 +40,28 @@ T0 = 1_735_689_600  # 2025-01-01 00:00 UTC, a Wednesday
 def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1, per_hour: int = 1
                  ) -> FloatArray:
     rng = np.random.default_rng(seed)
+    t_days = np.arange(days * 24 * per_hour) / (24 * per_hour)
     hour = np.arange(days * 24 * per_hour) // per_hour % 24
     level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
     shape = (n_meters, hour.size)
+
+    def cycle(period_d: float, amplitude: float) -> FloatArray:
+        phase = rng.uniform(0, 2 * np.pi, (n_meters, 1))
+        return 1 + amplitude * np.sin(2 * np.pi * t_days / period_d + phase)
+
     noise: dict[str, Callable[[], FloatArray]] = {
         "uniform 0–20 L/h": lambda: level + rng.uniform(0, 0.02, shape),
         "Gaussian 5 %": lambda: level * (1 + 0.05 * rng.standard_normal(shape)),
         "lognormal 10 %": lambda: level * rng.lognormal(0, 0.1, shape),
+        "yearly ±20 %, 1 %": lambda: level * cycle(365, 0.2) * (1 + 0.01 * rng.standard_normal(shape)),
+        "weekly ±5 %, 1 %": lambda: level * cycle(7, 0.05) * (1 + 0.01 * rng.standard_normal(shape)),
     }
     return np.round(noise[kind](), 3)
 
 
 LEAK_M3H = (0.01, 0.02, 0.04, 0.1)
+KINDS = ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %", "yearly ±20 %, 1 %",
+         "weekly ±5 %, 1 %")
 
 
 def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1
@@ -101,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
           "night flow); median delay h\n")
     print(f"| noise | method | false | {sizes} | median delay h | median delay h, leaks both "
           "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
-    for kind in ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %"):
+    for kind in KINDS:
         flow = noisy_meters(kind, args.meters, args.days, per_hour=per_hour)
         leaky, truth = with_leaks(flow, per_hour=per_hour)
         zones = Zones(leaky, [], grid, cal)

@@ -47,6 +47,8 @@ def main() -> None:
         "normally_zero (auto)": lambda: quiet_day_share(flow, cal.day, 3600,
                                                         s.continuous.threshold_m3h),
         "night_flow": lambda: detect_night_flow(flow, cal.hour),
+        "night_flow + day scaling": lambda: detect_night_flow(
+            flow, cal.hour, scaling_days=s.night.scaling_days),
         "continuous_flow": lambda: detect_continuous_flow(flow, 3600, s.continuous.threshold_m3h,
                                                           night_end=dawn),
         "bursts": lambda: detect_bursts(flow, k=s.bursts.k, h=s.bursts.h,
@@ -67,7 +69,9 @@ def main() -> None:
     print("| step | seconds | incidents |\n|---|---|---|")
     for name, sec in timings.items():
         print(f"| {name} | {sec:.2f} | {counts.get(name, '')} |")
-    print(f"| total | {sum(timings.values()):.2f} | {sum(counts.values())} |")
+    scaled = {"night_flow + day scaling"}  # the same rule again: left out of the total
+    print(f"| total | {sum(v for k, v in timings.items() if k not in scaled):.2f} | "
+          f"{sum(v for k, v in counts.items() if k not in scaled)} |")
     # What the daemon runs: every detector as configured, untagged meters, merged incidents.
     meters = [MeterInfo(i, normally_zero=None) for i in ids]
     t = time.perf_counter()

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from meterd.config import ConfigError, load_config, parse_config
+from meterd.leaks.config import parse_leaks
 from meterd.secrets import read_secret
 
 BASE = """
@@ -151,3 +152,10 @@ def test_secret_from_file_or_env_never_inline(tmp_path, monkeypatch):
 def test_bad_timezone(tmp_path):
     with pytest.raises(ConfigError, match=r"site\.timezone: expected an IANA time zone"):
         parse_config({"site": {"timezone": "Mars/Olympus"}})
+
+
+def test_leak_rules_switch_off_with_false_and_bad_values_are_named():
+    s = parse_leaks({"night": {"cusum_h": False, "strong_factor": False, "day_scaling": False}})
+    assert s.night.cusum_h is None and s.night.strong_factor is None and not s.night.day_scaling
+    with pytest.raises(ConfigError, match=r"leaks\.night\.scaling_days"):
+        parse_leaks({"night": {"scaling_days": 7}})

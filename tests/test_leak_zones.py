@@ -7,7 +7,7 @@ import pytest
 
 from meterd.analysis.hourly import Grid, local_calendar
 from meterd.analysis.night_flow import day_classes, detect_night_flow
-from meterd.leaks.config import LeaksConfig
+from meterd.leaks.config import LeaksConfig, NightFlowSettings
 from meterd.leaks.engine import MeterInfo, detect
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
@@ -275,3 +275,55 @@ def test_the_allowance_forgets_a_noisy_spell_after_spread_days() -> None:
     assert calm + int(np.argmax(recent.active[0, calm:])) == first_night
     long = detect_night_flow(flow, hour, spread_days=60, **kw)  # type: ignore[arg-type]
     assert not long.active[0, calm : first_night + 1].any()
+
+
+def _spring_inflow(rng: np.random.Generator, days: int) -> np.ndarray:
+    """A district inflow whose whole demand, night and day, rises 20 % over days 20–120."""
+    t = np.arange(days * 24) / 24
+    hour = np.arange(days * 24) % 24
+    season = 1 + 0.2 * np.clip((t - 20) / 100, 0, 1)
+    level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
+    return (level * season * (1 + 0.01 * rng.standard_normal(t.size)))[None, :]
+
+
+def test_a_district_inflow_rising_with_the_season_is_not_a_leak() -> None:
+    """Seasons scale a network's night and day use together. Without day scaling the baseline
+    froze below the rise (nights above it are not learnt) and one incident stayed open for
+    good; with it the night is expected to follow the day, and a real leak still shows."""
+    flow = _spring_inflow(np.random.default_rng(3), 120)
+    grid = Grid(T0, flow.shape[1])
+    cal = local_calendar(grid, "UTC")
+    meter = [MeterInfo("inflow")]
+    frozen = detect(flow, grid, cal, meter, LeaksConfig(night=NightFlowSettings(day_scaling=False)))
+    assert [(i.type, i.end) for i in frozen] == [("night_flow", None)]
+    assert detect(flow, grid, cal, meter, LeaksConfig()) == []
+    flow[0, 90 * 24 + 10 :] += 0.02  # 10 % of the night flow
+    (leak,) = detect(flow, grid, cal, meter, LeaksConfig())
+    assert leak.detected_at == T0 + (91 * 24 + 5) * 3600 and leak.end is None
+    assert abs(leak.rate_m3h - 0.02) < 0.003
+
+
+def test_day_scaling_leaves_a_building_whose_day_use_varies_on_its_own_alone() -> None:
+    """Day use that does not move the night (the elasticity stays below 0.5) scales nothing."""
+    rng = np.random.default_rng(4)
+    n = 120 * 24
+    hour = np.arange(n) % 24
+    busy = np.repeat(rng.uniform(0.2, 0.6, 120), 24)  # day use from day to day
+    flow = np.round(0.1 + busy * ((hour >= 7) & (hour < 22)) + 0.004 * rng.standard_normal(n), 3)
+    flow = flow[None, :]
+    flow[0, 80 * 24 + 10 :] += 0.03
+    on = detect_night_flow(flow, hours(n), persist_nights=2, scaling_days=56)
+    off = detect_night_flow(flow, hours(n), persist_nights=2)
+    np.testing.assert_array_equal(on.active, off.active)
+    assert on.active[0, 84 * 24 :].all()  # the leak is found all the same
+
+
+@pytest.mark.parametrize("cut", [40 * 24 + 4, 75 * 24 + 5, 91 * 24 + 3])
+def test_day_scaling_is_causal(cut: int) -> None:
+    flow = _spring_inflow(np.random.default_rng(5), 120)
+    flow[0, 90 * 24 + 10 :] += 0.02
+    hour = hours(flow.shape[1])
+    full = detect_night_flow(flow, hour, persist_nights=2, scaling_days=56)
+    part = detect_night_flow(flow[:, :cut], hour[:cut], persist_nights=2, scaling_days=56)
+    np.testing.assert_array_equal(full.active[:, :cut], part.active)
+    np.testing.assert_array_equal(full.excess[:, :cut], part.excess)

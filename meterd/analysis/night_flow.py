@@ -114,6 +114,7 @@ def detect_night_flow(
     learn_margin: float = 1.0,
     cusum: tuple[float, float] | None = None,
     spread_days: int | None = None,
+    scaling_days: int | None = None,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -162,6 +163,13 @@ def detect_night_flow(
         Nights behind the MAD term: the residuals (MNF minus the baseline of their day) of the
         last ``spread_days`` calm nights of the kind (neither flagged nor in an alarm).
         None: ``window_days``.
+    scaling_days : int, optional
+        Scale each night's baseline with that day's use: by ``(D / D_base) ** beta``, kept
+        within [1, 2], where D is the mean flow over the 24 h to the night's end minus the
+        night's minimum, ``D_base`` its median over the learnt nights of the kind and ``beta``
+        the least-squares slope of log MNF on log D (D here taken against the night before)
+        over the last ``scaling_days`` calm nights, clipped to [0, 1] and used only from 14
+        such nights and when at least 0.5. None: off. See Notes.
 
     Returns
     -------
@@ -172,6 +180,14 @@ def detect_night_flow(
 
     Notes
     -----
+    Day scaling: seasons and days of the week scale a network's whole demand, night and day
+    together, so the night minimum follows the day's use; a leak adds the same flow to every
+    hour and leaves D, the use above the night floor, unchanged. Where this meter's own calm
+    nights show that co-movement (``beta`` near 1: a district inflow) the baseline follows the
+    season instead of freezing below it and calling the rise a leak; where day use varies on
+    its own (``beta`` near 0: a building) nothing changes. The factor never lowers the
+    baseline, so it can hide a leak on a busy day but never raise an alarm.
+
     Sequential hypothesis testing in its simplest form: a large excess is decided on one
     observation, a small one needs repeated observations (Wald 1945), and one below the
     allowance needs a CUSUM of many (Page 1954). The allowance is the
@@ -214,10 +230,14 @@ def detect_night_flow(
     rows = np.arange(n_m)
     strong = np.inf if strong_factor is None else strong_factor
     stop = np.r_[nights.end_bin, flow.shape[1]]  # early alarms run until the night is decided
+    scale = (None if scaling_days is None else
+             _DayScale(flow, step_s, nights, hist.shape[0], window_days, scaling_days))
     for d in range(n_all):
         c = int(kind[d])
         enough, base, allow = _baseline(hist[c], spread[c], min_history, allowance_m3h,
                                         allowance_rel, k_mad)
+        if scale is not None and d < n_n:
+            base = base * scale.factor(d, c)
         thresh[:, d] = np.where(enough, base + allow, np.inf)
         base_n[:, d] = base
         if run_min is not None and starts is not None:
@@ -241,14 +261,91 @@ def detect_night_flow(
                              np.where(flagged | on, r, 0.0))
         learn = ~np.isnan(x) & ~(enough & (r > learn_margin * allow)) & ~on
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
-        pos[c] += learn
         calm = ~np.isnan(r) & ~on & ~flagged
+        if scale is not None:
+            scale.learn(d, c, rows[learn], pos[c, learn] % window_days, calm)
+        pos[c] += learn
         spread[c, rows[calm], spos[c, calm] % spread.shape[2]] = r[calm]
         spos[c] += calm
     alarm = _to_bins("night_flow", flow, nights.end_bin, night_active, net, thresh[:, :n_n])
     if run_min is not None:
         _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
     return alarm
+
+
+def _trailing_means(flow: FloatArray, end_bin: IntArray, width: int) -> FloatArray:
+    """Mean of the ``width`` bins up to each ``end_bin`` (NaN if any is missing or before the
+    start): only the few columns needed, not a rolling mean over every bin."""
+    out = np.full((flow.shape[0], end_bin.size), np.nan)
+    for j, e in enumerate(end_bin.tolist()):
+        if e + 1 >= width:
+            out[:, j] = flow[:, e + 1 - width : e + 1].mean(axis=1)
+    return out
+
+
+class _DayScale:
+    """Per night, the day-use factor of ``detect_night_flow``'s ``scaling_days`` (its Notes)."""
+
+    MIN_FIT = 14  # calm nights before the elasticity is trusted
+    MIN_ELASTICITY = 0.5  # below: day use varies on its own (a building), no scaling
+
+    def __init__(self, flow: FloatArray, step_s: int, nights: Nights, n_kinds: int,
+                 window_days: int, fit_days: int) -> None:
+        day_mean = _trailing_means(flow, nights.end_bin, 24 * hour_bins(step_s))
+        self.use = day_mean - nights.mnf  # (n_meters, n_nights): use above the night floor
+        before = np.full(nights.mnf.shape, np.nan)
+        before[:, 1:] = nights.mnf[:, :-1]
+        # The fit measures D against the night before: against the same night, that night's
+        # noise would enter both sides with opposite signs and pull the slope down.
+        fit_use = day_mean - before
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ok = (fit_use > 0) & (nights.mnf > 0)
+            self.log_u = np.where(ok, np.log(fit_use), np.nan)
+            self.log_x = np.where(ok, np.log(nights.mnf), np.nan)
+        n_m = flow.shape[0]
+        self.hist = np.full((n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
+        self.fit_u = np.zeros((n_m, fit_days))
+        self.fit_x = np.zeros((n_m, fit_days))
+        self.fit_pos = np.zeros(n_m, dtype=np.int64)
+        # Sliding sums over the fit window (n, Σu, Σx, Σuu, Σux): O(meters) per night.
+        self.sums = np.zeros((5, n_m))
+
+    def factor(self, d: int, c: int) -> FloatArray:
+        beta = self.elasticity()
+        out = np.ones(beta.shape)
+        on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
+        if on.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ratio = self.use[on, d] / np.nanmedian(self.hist[c, on], axis=1)
+                f = np.power(ratio, beta[on])
+            out[on] = np.where(np.isfinite(f), np.clip(f, 1.0, 2.0), 1.0)
+        return out
+
+    def elasticity(self) -> FloatArray:
+        """Least-squares slope of log MNF on log D over the calm nights, within [0, 1]; 0
+        while fewer than ``MIN_FIT`` nights are known or below ``MIN_ELASTICITY``."""
+        n, su, sx, suu, sux = self.sums
+        m = np.maximum(n, 1.0)
+        var = suu - su * su / m
+        cov = sux - su * sx / m
+        beta = np.clip(cov / np.where(var > 1e-12 * m, var, np.inf), 0.0, 1.0)
+        return np.where((n >= self.MIN_FIT) & (beta >= self.MIN_ELASTICITY), beta, 0.0)
+
+    def learn(self, d: int, c: int, rows: IntArray, slots: IntArray, calm: BoolArray) -> None:
+        """Record night ``d``: its D for the learnt ``rows`` (at ``slots`` of kind ``c``), and
+        its (log D, log MNF) pair for the fit where it was calm."""
+        self.hist[c, rows, slots] = self.use[rows, d]
+        fit = np.flatnonzero(calm & ~np.isnan(self.log_u[:, d]))
+        at = self.fit_pos[fit] % self.fit_u.shape[1]
+        full = self.fit_pos[fit] >= self.fit_u.shape[1]
+        old_u, old_x = self.fit_u[fit, at], self.fit_x[fit, at]
+        new_u, new_x = self.log_u[fit, d], self.log_x[fit, d]
+        self.sums[:, fit] += np.stack([1.0 - full, new_u - old_u, new_x - old_x,
+                                       new_u * new_u - old_u * old_u,
+                                       new_u * new_x - old_u * old_x])
+        self.fit_u[fit, at], self.fit_x[fit, at] = new_u, new_x
+        self.fit_pos[fit] += 1
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:

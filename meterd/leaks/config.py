@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from meterd.config import Config, ConfigError
 
@@ -36,7 +36,14 @@ class NightFlowSettings(_Section):
     cusum_k: float = Field(default=0.5, ge=0)  # CUSUM of nightly net flow, in allowances
     cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
     spread_days: int | None = Field(default=None, ge=3, le=365)  # nights behind the MAD; None: window_days
+    day_scaling: bool = True  # scale the baseline by the day's use where the night follows it
+    scaling_days: int = Field(default=56, ge=14, le=365)  # calm nights behind that fit
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
+
+    @field_validator("strong_factor", "cusum_h", mode="before")
+    @classmethod
+    def _false_is_off(cls, v: object) -> object:
+        return None if v is False else v  # TOML has no null: `false` switches the rule off
 
     @model_validator(mode="after")
     def _window(self) -> NightFlowSettings:
