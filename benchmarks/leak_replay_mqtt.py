@@ -11,7 +11,9 @@ litres at the end of every bin (hourly here; any ``[leaks] step_s`` in general) 
 to a real Mosquitto; a real ``meterd run`` derives consumption and writes it to a real InfluxDB
 1.x; then ``meterd leaks --json`` (the CLI, as a
 subprocess) replays detection. Its incidents are scored exactly like the in-process method, and
-both tables are printed with a check that the incidents are identical.
+both tables are printed with a check that the incidents are identical. ``MqttReplay(rates=True)``
+publishes each observed bin's ``flow_m3h`` at the bin's start instead, as a flow sensor with no
+register does.
 
 Mapping (fixed so the numbers can be reproduced):
 - Grid time 0 of ``leak_eval`` (1970-01-01, a Thursday, local midnight of the UTC-labelled
@@ -165,8 +167,10 @@ class MqttReplay:
     """
 
     def __init__(self, workdir: Path | None = None, progress: bool = True,
-                 settings: LeaksConfig | None = None, code_dir: Path | None = None) -> None:
+                 settings: LeaksConfig | None = None, code_dir: Path | None = None,
+                 rates: bool = False) -> None:
         self.workdir = workdir
+        self.rates = rates  # publish flow_m3h per bin (a flow sensor) instead of a register
         self.code_dir = code_dir or REPO
         self.progress = progress
         self.settings = settings or LeaksConfig()
@@ -182,7 +186,7 @@ class MqttReplay:
             stats = ReplayStats(meters=flow.shape[0])
             self.stats.append(stats)
             return _replay(Path(tmp), flow, grid, self.settings, stats, self.progress,
-                           self.code_dir)
+                           self.code_dir, self.rates)
 
 
 def _ts(grid: Grid, steps: float) -> int:
@@ -241,6 +245,22 @@ def _messages(flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: Replay
     rest.sort(key=lambda m: m[0])  # a campus publishes hour by hour; stable keeps each meter's order
     stats.readings = len(first) + len(rest)
     stats.points = len(rest)  # every reading after a meter's first yields one consumption point
+    return first, [m[1:] for m in rest]
+
+
+def _rate_messages(flow: FloatArray, grid: Grid, stats: ReplayStats
+                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """A flow sensor's readings: ``flow_m3h`` of every observed bin, stamped at its start."""
+    first, rest = [], []
+    for r in range(flow.shape[0]):
+        msgs = [(i, f"replay/water/{_meter_id(r)}",
+                 json.dumps({"ts": _ts(grid, i), "flow_m3h": float(flow[r, i])}))
+                for i in np.flatnonzero(~np.isnan(flow[r])).tolist()]
+        if msgs:
+            first.append(msgs[0][1:])
+            rest.extend(msgs[1:])
+    rest.sort(key=lambda m: m[0])
+    stats.readings = stats.points = len(first) + len(rest)
     return first, [m[1:] for m in rest]
 
 
@@ -307,18 +327,19 @@ def _meterd(code_dir: Path, *args: str) -> dict[str, Any]:
 
 
 def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: ReplayStats,
-            progress: bool, code_dir: Path) -> list[Incident]:
+            progress: bool, code_dir: Path, rates: bool = False) -> list[Incident]:
     (tmp / "influxd").mkdir()
     (tmp / "mosquitto").mkdir()
     t_start = time.monotonic()
     with InfluxServer(tmp / "influxd") as influx, MosquittoServer(tmp / "mosquitto") as broker:
         cfg = _config(tmp, influx, broker, flow.shape[0], grid.step_s)
-        first, rest = _messages(flow, grid, settings, stats)
+        first, rest = (_rate_messages(flow, grid, stats) if rates
+                       else _messages(flow, grid, settings, stats))
         with (tmp / "meterd.log").open("ab") as log:
             daemon = subprocess.Popen(**_meterd(code_dir, "run", "-c", str(cfg)), stdout=log,
                                       stderr=subprocess.STDOUT)
         try:
-            _ingest(influx, broker, daemon, first, rest, stats, progress)
+            _ingest(influx, broker, daemon, first, rest, stats, progress, rates)
         finally:
             daemon.send_signal(signal.SIGTERM)
             rc = daemon.wait(120)
@@ -337,7 +358,10 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
 
 def _ingest(influx: InfluxServer, broker: MosquittoServer, daemon: subprocess.Popen[bytes],
             first: list[tuple[str, str]], rest: list[tuple[str, str]], stats: ReplayStats,
-            progress: bool) -> None:
+            progress: bool, rates: bool = False) -> None:
+    field = "flow_m3h" if rates else "volume_m3"
+    points = "count(flow_m3h) FROM water" if rates else (
+        f"count(volume_m3) FROM {CONSUMPTION_MEASUREMENT}")
     gw = _Publisher(broker.port)
     try:
         t0 = time.monotonic()
@@ -346,7 +370,7 @@ def _ingest(influx: InfluxServer, broker: MosquittoServer, daemon: subprocess.Po
         for _ in range(60):
             gw.publish(first)
             try:
-                _wait(lambda: _count(influx, "count(volume_m3) FROM water"), len(first), 3,
+                _wait(lambda: _count(influx, f"count({field}) FROM water"), len(first), 3,
                       "first readings", daemon)
                 break
             except TimeoutError:
@@ -357,8 +381,8 @@ def _ingest(influx: InfluxServer, broker: MosquittoServer, daemon: subprocess.Po
             gw.publish(rest, bar)
         stats.seconds["publish"] = time.monotonic() - t1
         with tqdm(total=stats.points, desc="in InfluxDB", unit="pt", disable=not progress) as bar:
-            _wait(lambda: _count(influx, f"count(volume_m3) FROM {CONSUMPTION_MEASUREMENT}"),
-                  stats.points, 120 + stats.points / 500, "consumption points", daemon, bar)
+            _wait(lambda: _count(influx, points), stats.points, 120 + stats.points / 500,
+                  "points", daemon, bar)
         stats.seconds["publish + ingest"] = time.monotonic() - t1
     finally:
         gw.close()

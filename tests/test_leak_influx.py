@@ -10,8 +10,11 @@ import numpy as np
 import pytest
 import requests
 
+from meterd.analysis.hourly import Grid
 from meterd.cli import main
 from meterd.config import load_config
+from meterd.leaks.engine import MeterInfo
+from meterd.leaks.io import fetch_flow
 from meterd.leaks.job import LeakJob
 from meterd.sinks.influx.query import InfluxQL
 from simulators.local_servers import InfluxServer
@@ -216,3 +219,46 @@ def test_reading_in_chunks_gives_the_same_grid(loaded: Path) -> None:
     assert np.isfinite(whole).sum() > 1000
     np.testing.assert_array_equal(whole, daily)
     np.testing.assert_array_equal(whole, odd)
+
+
+def test_a_flow_sensor_without_a_register_is_judged_on_its_flow_readings(
+        influxd: InfluxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A half-hourly flow sensor (LeakDB's step) reports only ``flow_m3h``: no register, so no
+    consumption. ``meterd leaks`` reads the bin means of its flow readings instead, and finds
+    the leak at the end of its first night."""
+    rng = np.random.default_rng(3)
+    onset = T0 + (30 * 24 + 10) * 3600
+    rows, expect = [], {}
+    for k in range(40 * 48):
+        ts = T0 + k * 1800
+        hour = (k // 2) % 24
+        rate = (0.2 + 0.3 * (7 <= hour < 22)) * (1 + 0.01 * rng.standard_normal())
+        rate = round(rate + (0.05 if ts >= onset else 0.0), 4)
+        expect[ts] = rate
+        rows.append(f"water,meter=fs1,kind=water flow_m3h={rate} {ts}")
+    load_lines(influxd, rows)
+    cfg = tmp_path / "meterd.toml"
+    cfg.write_text(f"""
+[influxdb]
+url = "{influxd.url}"
+[mqtt]
+url = "mqtt://127.0.0.1:1883"
+[leaks]
+step_s = 1800
+[[meters]]
+id = "fs1"
+kind = "water"
+mqtt_topic = "m/fs1"
+normally_zero = false
+""")
+    assert main(["leaks", "-c", str(cfg), "--start", "2025-01-20T00:00:00+00:00",
+                 "--end", "2025-02-09T00:00:00+00:00", "--json"]) == 0
+    incidents = json.loads(capsys.readouterr().out)
+    assert [(i["meter"], i["type"]) for i in incidents] == [("fs1", "night_flow")]
+    assert incidents[0]["detected_at"] == datetime.fromtimestamp(
+        T0 + (31 * 24 + 5) * 3600, UTC).isoformat()
+    assert abs(incidents[0]["rate_m3h"] - 0.05) < 0.01
+    grid = Grid(T0, 40 * 48, 1800)
+    flow = fetch_flow(InfluxQL(load_config(cfg).influxdb).query, [MeterInfo("fs1")], grid,
+                      chunk_s=86400)
+    np.testing.assert_array_equal(flow[0], [expect[T0 + k * 1800] for k in range(grid.n)])

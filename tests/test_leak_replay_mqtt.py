@@ -76,11 +76,13 @@ def test_replayed_incidents_equal_in_process(replay, daiad_zip):
         assert s.max_abs_flow_diff_m3h < 1e-9
 
 
-def test_half_hourly_meters_replay_like_in_process(replay):
+@pytest.mark.parametrize("rates", [False, True])
+def test_half_hourly_meters_replay_like_in_process(replay, rates):
     """LeakDB's step is 30 minutes. Never-zero meters with 5 % Gaussian noise read every half
     hour (``leak_eval_noise.py --step-min 30``), one with a 40 L/h leak, go through MQTT, the
     daemon and ``meterd leaks`` with ``[leaks] step_s = 1800``: the same incidents as in-process,
-    and the leak is found."""
+    and the leak is found. Published as litre registers, or (``rates``) as a flow sensor's
+    ``flow_m3h`` alone."""
     noise = importlib.import_module("leak_eval_noise")
     settings = LeaksConfig(step_s=1800)
     flow = noise.noisy_meters("Gaussian 5 %", 3, 56, seed=3, per_hour=2)
@@ -88,7 +90,7 @@ def test_half_hourly_meters_replay_like_in_process(replay):
     flow[0, onset:] = np.round(flow[0, onset:] + 0.04, 3)
     grid = Grid(0, flow.shape[1], 1800)  # epoch 0 and the replay's 2015-01-01 are both Thursdays
     local = replay.methods(settings)["meterd"](flow, grid)
-    mqtt = replay.MqttReplay(progress=False, settings=settings)
+    mqtt = replay.MqttReplay(progress=False, settings=settings, rates=rates)
     remote = mqtt(flow, grid)
     assert replay.same_incidents(local, remote) == []
     found = [i for i in remote if i.meter == "0" and i.detected_at > onset * 1800]

@@ -2,6 +2,9 @@
 
 The detectors never see InfluxDB; this module is the only place that knows the schema
 (``consumption`` points with ``volume_m3`` and ``interval_s``, tagged ``meter`` and ``kind``).
+A water meter with no consumption in the window (a flowmeter or flow sensor that reports only
+``flow_m3h``, no register) is read from its ``water`` readings instead: the mean of the flow
+readings stamped inside each bin, NaN for a bin without one.
 """
 
 from __future__ import annotations
@@ -32,6 +35,12 @@ def water_meters(cfg: Config) -> list[MeterInfo]:
     return [MeterInfo(m.id, m.building, m.parent,
                       None if m.normally_zero == "auto" else m.normally_zero, m.accuracy)
             for m in cfg.meters if m.kind == "water"]
+
+
+def flow_rate_query(start_s: int, end_s: int, step_s: int) -> str:
+    # A rate reading describes the moment it is stamped: [start, end) holds the grid's bins.
+    return (f'SELECT mean("flow_m3h") FROM "water" WHERE time >= {start_s}s AND '
+            f'time < {end_s}s GROUP BY time({step_s}s), "meter" fill(none)')
 
 
 def consumption_query(start_s: int, end_s: int) -> str:
@@ -65,7 +74,24 @@ def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
     for meter, chunks in parts.items():
         t, vol, iv = np.concatenate(chunks).T
         flow[rows[meter]] = bin_consumption(grid, t, vol, iv, max_interval_s)
+    rate_only = {m: i for m, i in rows.items() if m not in parts}
+    if rate_only:
+        _fill_flow_rates(query, rate_only, grid, edges, flow)
     return flow
+
+
+def _fill_flow_rates(query: Query, rows: dict[str, int], grid: Grid, edges: list[int],
+                     flow: FloatArray) -> None:
+    """Bin means of ``flow_m3h`` readings for the ``rows`` that have no consumption at all."""
+    for a, b in pairwise(edges):
+        for series in query(flow_rate_query(a, b, grid.step_s)):
+            meter = (series.get("tags") or {}).get("meter")
+            if meter not in rows:
+                continue
+            for ts, mean in series["values"]:
+                i = (int(ts) - grid.t0_s) // grid.step_s
+                if mean is not None and 0 <= i < grid.n:
+                    flow[rows[meter], i] = float(mean)
 
 
 def _values(meter: str, series: dict[str, Any]) -> np.ndarray | None:
