@@ -27,7 +27,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from benchmarks.leak_eval import load_settings
+from benchmarks.leak_eval import leak_flow, load_settings
 from benchmarks.leak_eval_zones import Zones, hits
 from meterd.analysis.hourly import FloatArray, Grid, local_calendar
 from meterd.analysis.incidents import Incident, episodes
@@ -64,24 +64,27 @@ KINDS = ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %", "yearly ±20 %,
          "weekly ±5 %, 1 %")
 
 
-def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1
+def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1, ramp_days: float = 0.0
                ) -> tuple[FloatArray, list[tuple[float, int]]]:
-    """``flow`` with one step leak per meter, and each leak's (m³/h, onset hour)."""
+    """``flow`` with one leak per meter, and each leak's (m³/h, onset hour): a step, or with
+    ``ramp_days`` an incipient leak growing linearly to its size over that many days."""
     rng = np.random.default_rng(seed)
     out, truth = flow.copy(), []
     for m in range(flow.shape[0]):
         rate, onset = LEAK_M3H[m % len(LEAK_M3H)], int(rng.integers(60 * 24, 300 * 24))
-        out[m, onset * per_hour :] += rate
+        out[m] += leak_flow(flow.shape[1], onset * per_hour, rate, ramp_days * 24 * per_hour)
         truth.append((rate, onset))
     return np.round(out, 3), truth
 
 
-def found_delays(incidents: list[Incident], zones: Zones, truth: list[tuple[float, int]]
-                 ) -> list[float | None]:
-    """Delay in hours from each onset to its meter's report, scored as the zone suite does."""
+def found_delays(incidents: list[Incident], zones: Zones, truth: list[tuple[float, int]],
+                 ramp_days: float = 0.0) -> list[float | None]:
+    """Delay in hours from each onset to its meter's report, scored as the zone suite does
+    (within 14 days of the onset, plus the ramp)."""
+    within = (14 + ramp_days) * 86400
     faults: list[dict[str, object]] = [
         {"kind": "leak", "rate": rate, "onset_s": float(zones.grid.t0_s + onset * 3600),
-         "accept": {f"m{m}"}} for m, (rate, onset) in enumerate(truth)]
+         "accept": {f"m{m}"}, "within_s": within} for m, (rate, onset) in enumerate(truth)]
     return [h[2] for h in hits(lambda _z: incidents, zones, faults)]
 
 
@@ -90,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--meters", type=int, default=60)
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--leaks", type=Path, default=None, metavar="TOML")
+    ap.add_argument("--ramp-days", type=float, default=0.0,
+                    help="incipient leaks: grow linearly to their size over this many days")
     ap.add_argument("--step-min", type=int, choices=(15, 30, 60), default=60,
                     help="reading interval, minutes (LeakDB's is 30)")
     args = ap.parse_args(argv)
@@ -113,9 +118,10 @@ def main(argv: list[str] | None = None) -> int:
           "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
     for kind in KINDS:
         flow = noisy_meters(kind, args.meters, args.days, per_hour=per_hour)
-        leaky, truth = with_leaks(flow, per_hour=per_hour)
+        leaky, truth = with_leaks(flow, per_hour=per_hour, ramp_days=args.ramp_days)
         zones = Zones(leaky, [], grid, cal)
-        res = {name: (len(m(flow)) / months, found_delays(m(leaky), zones, truth))
+        res = {name: (len(m(flow)) / months, found_delays(m(leaky), zones, truth,
+                                                                   args.ramp_days))
                for name, m in methods.items()}
         both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
         for name, (false, delays) in res.items():
