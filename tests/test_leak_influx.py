@@ -45,15 +45,18 @@ def load_lines(influxd: InfluxServer, rows: list[str]) -> None:
     assert r.status_code == 204, r.text
 
 
+def write_config(tmp_path: Path, influxd: InfluxServer, body: str) -> Path:
+    """``meterd.toml`` against ``influxd`` (an unused broker: these tests read, not ingest)."""
+    cfg = tmp_path / "meterd.toml"
+    cfg.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
+                   + body)
+    return cfg
+
+
 @pytest.fixture
 def loaded(influxd: InfluxServer, tmp_path: Path) -> Path:
     load_lines(influxd, lines())
-    cfg = tmp_path / "meterd.toml"
-    cfg.write_text(f"""
-[influxdb]
-url = "{influxd.url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
+    return write_config(tmp_path, influxd, """
 [tariffs]
 water_per_m3 = 4.0
 [[meters]]
@@ -69,7 +72,6 @@ building = "B1"
 mqtt_topic = "m/wc2"
 normally_zero = true
 """)
-    return cfg
 
 
 def replay(cfg: Path, end: str, capsys: pytest.CaptureFixture[str]) -> list[dict[str, object]]:
@@ -237,12 +239,7 @@ def test_a_flow_sensor_without_a_register_is_judged_on_its_flow_readings(
         expect[ts] = rate
         rows.append(f"water,meter=fs1,kind=water flow_m3h={rate} {ts}")
     load_lines(influxd, rows)
-    cfg = tmp_path / "meterd.toml"
-    cfg.write_text(f"""
-[influxdb]
-url = "{influxd.url}"
-[mqtt]
-url = "mqtt://127.0.0.1:1883"
+    cfg = write_config(tmp_path, influxd, """
 [leaks]
 step_s = 1800
 [[meters]]
