@@ -283,16 +283,63 @@ def _trailing_means(flow: FloatArray, end_bin: IntArray, width: int) -> FloatArr
     return out
 
 
-class _DayScale:
-    """Per night, the day-use factor of ``detect_night_flow``'s ``scaling_days`` (its Notes)."""
+def _trailing_nanmean(x: FloatArray, width: int) -> FloatArray:
+    """Mean of the known values among the last ``width`` nights (axis 1), NaN if none."""
+    csum = np.cumsum(np.pad(np.nan_to_num(x), ((0, 0), (1, 0))), axis=1)
+    cnt = np.cumsum(np.pad(~np.isnan(x), ((0, 0), (1, 0))), axis=1)
+    hi = np.arange(1, x.shape[1] + 1)
+    lo = np.maximum(hi - width, 0)
+    n = cnt[:, hi] - cnt[:, lo]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(n > 0, (csum[:, hi] - csum[:, lo]) / n, np.nan)
 
-    MIN_FIT = 14  # calm nights before the elasticity is trusted
-    MIN_ELASTICITY = 0.5  # below: day use varies on its own (a building), no scaling
+
+class _Elasticity:
+    """Sliding least-squares slope of log MNF on log D per meter, over the last ``size`` calm
+    nights of each kind, each kind centred on its own means (weekend days busier than weekdays
+    at the same night flow say nothing about co-movement). O(meters) per night."""
+
+    MIN_FIT = 14  # calm nights before the slope is trusted
+    MIN_SLOPE = 0.5  # below: day use varies on its own (a building), no scaling
+
+    def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
+        self.u = np.zeros((n_kinds, n_m, size))
+        self.x = np.zeros((n_kinds, n_m, size))
+        self.pos = np.zeros((n_kinds, n_m), dtype=np.int64)
+        self.sums = np.zeros((n_kinds, 5, n_m))  # n, Σu, Σx, Σuu, Σux
+
+    def add(self, c: int, rows: IntArray, u: FloatArray, x: FloatArray) -> None:
+        size = self.u.shape[2]
+        at = self.pos[c, rows] % size
+        full = self.pos[c, rows] >= size
+        old_u, old_x = self.u[c, rows, at], self.x[c, rows, at]
+        self.sums[c][:, rows] += np.stack([1.0 - full, u - old_u, x - old_x,
+                                           u * u - old_u * old_u, u * x - old_u * old_x])
+        self.u[c, rows, at], self.x[c, rows, at] = u, x
+        self.pos[c, rows] += 1
+
+    def slope(self) -> FloatArray:
+        """The slope within [0, 1]; 0 before ``MIN_FIT`` nights or below ``MIN_SLOPE``."""
+        n, su, sx, suu, sux = np.moveaxis(self.sums, 1, 0)  # each (n_kinds, n_meters)
+        m = np.maximum(n, 1.0)
+        var = np.sum(suu - su * su / m, axis=0)
+        cov = np.sum(sux - su * sx / m, axis=0)
+        total = n.sum(axis=0)
+        beta = np.clip(cov / np.where(var > 1e-12 * total, var, np.inf), 0.0, 1.0)
+        return np.where((total >= self.MIN_FIT) & (beta >= self.MIN_SLOPE), beta, 0.0)
+
+
+class _DayScale:
+    """Per night, the day-use factor of ``detect_night_flow``'s ``scaling_days`` (its Notes):
+    the larger of a day's own factor (weekdays that scale the whole day) and that of the mean
+    of the last ``WEEK`` nights (seasons, under weekday patterns that do not scale the night)."""
+
+    WEEK = 7
 
     def __init__(self, flow: FloatArray, step_s: int, nights: Nights, n_kinds: int,
                  window_days: int, fit_days: int) -> None:
         day_mean = _trailing_means(flow, nights.end_bin, 24 * hour_bins(step_s))
-        self.use = day_mean - nights.mnf  # (n_meters, n_nights): use above the night floor
+        use = day_mean - nights.mnf  # use above the night floor: a leak leaves it unchanged
         before = np.full(nights.mnf.shape, np.nan)
         before[:, 1:] = nights.mnf[:, :-1]
         # The fit measures D against the night before: against the same night, that night's
@@ -300,52 +347,36 @@ class _DayScale:
         fit_use = day_mean - before
         with np.errstate(divide="ignore", invalid="ignore"):
             ok = (fit_use > 0) & (nights.mnf > 0)
-            self.log_u = np.where(ok, np.log(fit_use), np.nan)
-            self.log_x = np.where(ok, np.log(nights.mnf), np.nan)
+            log_u = np.where(ok, np.log(fit_use), np.nan)
+            log_x = np.where(ok, np.log(nights.mnf), np.nan)
         n_m = flow.shape[0]
-        self.hist = np.full((n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
-        self.fit_u = np.zeros((n_m, fit_days))
-        self.fit_x = np.zeros((n_m, fit_days))
-        self.fit_pos = np.zeros(n_m, dtype=np.int64)
-        # Sliding sums over the fit window (n, Σu, Σx, Σuu, Σux): O(meters) per night.
-        self.sums = np.zeros((5, n_m))
+        self.use = (use, _trailing_nanmean(use, self.WEEK))  # (n_meters, n_nights) each
+        self.logs = ((log_u, log_x), (_trailing_nanmean(log_u, self.WEEK),
+                                      _trailing_nanmean(log_x, self.WEEK)))
+        self.hist = np.full((2, n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
+        self.fits = (_Elasticity(n_kinds, n_m, fit_days), _Elasticity(n_kinds, n_m, fit_days))
 
     def factor(self, d: int, c: int) -> FloatArray:
-        beta = self.elasticity()
-        out = np.ones(beta.shape)
-        on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
-        if on.size:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                ratio = self.use[on, d] / np.nanmedian(self.hist[c, on], axis=1)
-                f = np.power(ratio, beta[on])
-            out[on] = np.where(np.isfinite(f), np.clip(f, 1.0, 2.0), 1.0)
+        out = np.ones(self.hist.shape[2])
+        for k, fit in enumerate(self.fits):
+            beta = fit.slope()
+            on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
+            if on.size:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", RuntimeWarning)
+                    ratio = self.use[k][on, d] / np.nanmedian(self.hist[k, c, on], axis=1)
+                    f = np.power(ratio, beta[on])
+                out[on] = np.maximum(out[on], np.where(np.isfinite(f), np.minimum(f, 2.0), 1.0))
         return out
-
-    def elasticity(self) -> FloatArray:
-        """Least-squares slope of log MNF on log D over the calm nights, within [0, 1]; 0
-        while fewer than ``MIN_FIT`` nights are known or below ``MIN_ELASTICITY``."""
-        n, su, sx, suu, sux = self.sums
-        m = np.maximum(n, 1.0)
-        var = suu - su * su / m
-        cov = sux - su * sx / m
-        beta = np.clip(cov / np.where(var > 1e-12 * m, var, np.inf), 0.0, 1.0)
-        return np.where((n >= self.MIN_FIT) & (beta >= self.MIN_ELASTICITY), beta, 0.0)
 
     def learn(self, d: int, c: int, rows: IntArray, slots: IntArray, calm: BoolArray) -> None:
         """Record night ``d``: its D for the learnt ``rows`` (at ``slots`` of kind ``c``), and
-        its (log D, log MNF) pair for the fit where it was calm."""
-        self.hist[c, rows, slots] = self.use[rows, d]
-        fit = np.flatnonzero(calm & ~np.isnan(self.log_u[:, d]))
-        at = self.fit_pos[fit] % self.fit_u.shape[1]
-        full = self.fit_pos[fit] >= self.fit_u.shape[1]
-        old_u, old_x = self.fit_u[fit, at], self.fit_x[fit, at]
-        new_u, new_x = self.log_u[fit, d], self.log_x[fit, d]
-        self.sums[:, fit] += np.stack([1.0 - full, new_u - old_u, new_x - old_x,
-                                       new_u * new_u - old_u * old_u,
-                                       new_u * new_x - old_u * old_x])
-        self.fit_u[fit, at], self.fit_x[fit, at] = new_u, new_x
-        self.fit_pos[fit] += 1
+        its (log D, log MNF) pairs for the fits where it was calm."""
+        for k, fit in enumerate(self.fits):
+            self.hist[k, c, rows, slots] = self.use[k][rows, d]
+            log_u, log_x = self.logs[k]
+            on = np.flatnonzero(calm & ~np.isnan(log_u[:, d]) & ~np.isnan(log_x[:, d]))
+            fit.add(c, on, log_u[on, d], log_x[on, d])
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
