@@ -304,7 +304,7 @@ def test_a_district_inflow_rising_with_the_season_is_not_a_leak() -> None:
 
 
 def test_day_scaling_leaves_a_building_whose_day_use_varies_on_its_own_alone() -> None:
-    """Day use that does not move the night (the elasticity stays below 0.5) scales nothing."""
+    """Day use that does not move the night (the elasticity stays below 0.3) scales nothing."""
     rng = np.random.default_rng(4)
     n = 120 * 24
     hour = np.arange(n) % 24

@@ -169,7 +169,7 @@ def detect_night_flow(
         night's minimum, ``D_base`` its median over the learnt nights of the kind and ``beta``
         the least-squares slope of log MNF on log D (D here taken against the night before)
         over the last ``scaling_days`` calm nights, clipped to [0, 1] and used only from 14
-        such nights and when at least 0.5. None: off. See Notes.
+        such nights and when at least 0.3. None: off. See Notes.
 
     Returns
     -------
@@ -300,7 +300,7 @@ class _Elasticity:
     at the same night flow say nothing about co-movement). O(meters) per night."""
 
     MIN_FIT = 14  # calm nights before the slope is trusted
-    MIN_SLOPE = 0.5  # below: day use varies on its own (a building), no scaling
+    MIN_SLOPE = 0.3  # below: day use varies on its own (a building), no scaling
 
     def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
         self.u = np.zeros((n_kinds, n_m, size))
