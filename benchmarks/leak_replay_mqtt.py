@@ -227,40 +227,42 @@ client_id = "meterd-replay-{uuid.uuid4().hex[:8]}"
     return cfg
 
 
+Messages = tuple[list[tuple[str, str]], list[tuple[str, str]]]
+
+
 def _messages(flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: ReplayStats
-              ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+              ) -> Messages:
     """(first reading of each meter, every later reading in time order) as (topic, payload)."""
     max_iv = settings.max_interval_s or 1.5 * grid.step_s
-    first, rest = [], []
+    per_meter = []
     for r in range(flow.shape[0]):
         times, bounds, bad = publish_plan(~np.isnan(flow[r]), max_iv / grid.step_s)
         stats.unreproducible_runs += bad
         reg = register_litres(flow[r], grid.step_h)
-        msgs = [(t, f"replay/water/{_meter_id(r)}",
-                 json.dumps({"ts": _ts(grid, t), "volume_m3": _litre_text(reg[b])}))
-                for t, b in zip(times.tolist(), bounds.tolist(), strict=True)]
-        if msgs:
-            first.append(msgs[0][1:])
-            rest.extend(msgs[1:])
-    rest.sort(key=lambda m: m[0])  # a campus publishes hour by hour; stable keeps each meter's order
+        per_meter.append([(t, f"replay/water/{_meter_id(r)}",
+                           json.dumps({"ts": _ts(grid, t), "volume_m3": _litre_text(reg[b])}))
+                          for t, b in zip(times.tolist(), bounds.tolist(), strict=True)])
+    first, rest = _in_time_order(per_meter)
     stats.readings = len(first) + len(rest)
     stats.points = len(rest)  # every reading after a meter's first yields one consumption point
-    return first, [m[1:] for m in rest]
+    return first, rest
 
 
-def _rate_messages(flow: FloatArray, grid: Grid, stats: ReplayStats
-                   ) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+def _rate_messages(flow: FloatArray, grid: Grid, stats: ReplayStats) -> Messages:
     """A flow sensor's readings: ``flow_m3h`` of every observed bin, stamped at its start."""
-    first, rest = [], []
-    for r in range(flow.shape[0]):
-        msgs = [(i, f"replay/water/{_meter_id(r)}",
-                 json.dumps({"ts": _ts(grid, i), "flow_m3h": float(flow[r, i])}))
-                for i in np.flatnonzero(~np.isnan(flow[r])).tolist()]
-        if msgs:
-            first.append(msgs[0][1:])
-            rest.extend(msgs[1:])
-    rest.sort(key=lambda m: m[0])
+    first, rest = _in_time_order(
+        [[(float(i), f"replay/water/{_meter_id(r)}",
+           json.dumps({"ts": _ts(grid, i), "flow_m3h": float(flow[r, i])}))
+          for i in np.flatnonzero(~np.isnan(flow[r])).tolist()] for r in range(flow.shape[0])])
     stats.readings = stats.points = len(first) + len(rest)
+    return first, rest
+
+
+def _in_time_order(per_meter: list[list[tuple[float, str, str]]]) -> Messages:
+    """Each meter's first (time, topic, payload) apart, then all later ones in time order, as
+    (topic, payload): a campus publishes hour by hour; the stable sort keeps each meter's order."""
+    first = [msgs[0][1:] for msgs in per_meter if msgs]
+    rest = sorted((m for msgs in per_meter for m in msgs[1:]), key=lambda m: m[0])
     return first, [m[1:] for m in rest]
 
 

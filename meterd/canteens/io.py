@@ -8,7 +8,6 @@ cover (see :func:`meterd.analysis.baseline.spread_gaps`).
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any, Protocol
@@ -18,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from meterd.canteens.config import CanteenConfig
+from meterd.sinks.influx.query import tag_regex
 
 # A consumption point covering more than this is a gap lump, not an ordinary reading; shorter
 # gaps stay on the day they end, which moves at most a few hours of use across midnight.
@@ -65,10 +65,6 @@ def local_midnights(first: date, end: date, tz: ZoneInfo) -> NDArray[np.int64]:
     return np.array(out, dtype=np.int64)
 
 
-def _regex(values: list[str]) -> str:
-    return "/^(" + "|".join(re.escape(v).replace("/", r"\/") for v in values) + ")$/"
-
-
 def fetch_daily(client: QueryClient, canteens: list[CanteenConfig], start: date, end: date,
                 tz: str) -> DailyData:
     """Daily consumption, gap lumps, meals, revenue and mean temperature for ``[start, end)``.
@@ -83,7 +79,7 @@ def fetch_daily(client: QueryClient, canteens: list[CanteenConfig], start: date,
     t0, t1 = int(edges[0]), int(edges[-1])
     window = f"time >= {t0}s AND time < {t1}s"
     group = f"fill(none) tz('{tz}')"
-    ids = _regex([c.id for c in canteens])
+    ids = tag_regex([c.id for c in canteens])
     _fill(data, client.query(
         f'SELECT sum("energy_kwh") AS kwh, sum("volume_m3") AS m3 FROM "consumption" '
         f'WHERE {window} AND "canteen" =~ {ids} GROUP BY time(1d), "canteen", "kind" {group}'),
@@ -105,7 +101,7 @@ def fetch_daily(client: QueryClient, canteens: list[CanteenConfig], start: date,
     if weather:
         _fill(data, client.query(
             f'SELECT mean("air_temp_c") AS t FROM "weather" WHERE {window} '
-            f'AND "meter" =~ {_regex(weather)} GROUP BY time(1d), "meter" {group}'),
+            f'AND "meter" =~ {tag_regex(weather)} GROUP BY time(1d), "meter" {group}'),
             index, lambda tags, cols: {tags["meter"]: cols["t"]}, data.temp)
     return data
 

@@ -10,7 +10,7 @@ readings stamped inside each bin, NaN for a bin without one.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -25,6 +25,7 @@ from meterd.leaks.engine import MeterInfo
 from meterd.normalise.rejects import REJECTS
 from meterd.reading import Reading
 from meterd.sinks.influx.lineprotocol import encode
+from meterd.sinks.influx.query import tag_regex
 
 log = logging.getLogger(__name__)
 Query = Callable[[str], list[dict[str, Any]]]
@@ -37,10 +38,11 @@ def water_meters(cfg: Config) -> list[MeterInfo]:
             for m in cfg.meters if m.kind == "water"]
 
 
-def flow_rate_query(start_s: int, end_s: int, step_s: int) -> str:
+def flow_rate_query(start_s: int, end_s: int, step_s: int, meter_ids: list[str]) -> str:
     # A rate reading describes the moment it is stamped: [start, end) holds the grid's bins.
-    return (f'SELECT mean("flow_m3h") FROM "water" WHERE time >= {start_s}s AND '
-            f'time < {end_s}s GROUP BY time({step_s}s), "meter" fill(none)')
+    return (f'SELECT mean("flow_m3h") FROM "water" WHERE "meter" =~ {tag_regex(meter_ids)} '
+            f'AND time >= {start_s}s AND time < {end_s}s '
+            f'GROUP BY time({step_s}s), "meter" fill(none)')
 
 
 def consumption_query(start_s: int, end_s: int) -> str:
@@ -62,36 +64,37 @@ def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
     parts: dict[str, list[np.ndarray]] = {}
     end = grid.t0_s + grid.n * grid.step_s
     edges = [*range(grid.t0_s, end, max(chunk_s, grid.step_s)), end]
-    for a, b in tqdm(list(pairwise(edges)), desc="reading consumption", unit="chunk",
-                     disable=not progress, leave=False):
-        for series in query(consumption_query(a, b)):
-            meter = (series.get("tags") or {}).get("meter")
-            if meter in rows:
-                vals = _values(meter, series)
-                if vals is not None:
-                    parts.setdefault(meter, []).append(vals)
+    for meter, series in _chunked(query, consumption_query, edges, rows, "consumption", progress):
+        vals = _values(meter, series)
+        if vals is not None:
+            parts.setdefault(meter, []).append(vals)
     flow = np.full((len(meters), grid.n), np.nan)
     for meter, chunks in parts.items():
         t, vol, iv = np.concatenate(chunks).T
         flow[rows[meter]] = bin_consumption(grid, t, vol, iv, max_interval_s)
     rate_only = {m: i for m, i in rows.items() if m not in parts}
     if rate_only:
-        _fill_flow_rates(query, rate_only, grid, edges, flow)
-    return flow
+        def rates_sql(a: int, b: int) -> str:
+            return flow_rate_query(a, b, grid.step_s, list(rate_only))
 
-
-def _fill_flow_rates(query: Query, rows: dict[str, int], grid: Grid, edges: list[int],
-                     flow: FloatArray) -> None:
-    """Bin means of ``flow_m3h`` readings for the ``rows`` that have no consumption at all."""
-    for a, b in pairwise(edges):
-        for series in query(flow_rate_query(a, b, grid.step_s)):
-            meter = (series.get("tags") or {}).get("meter")
-            if meter not in rows:
-                continue
+        for meter, series in _chunked(query, rates_sql, edges, rate_only, "flow rates", progress):
             for ts, mean in series["values"]:
                 i = (int(ts) - grid.t0_s) // grid.step_s
                 if mean is not None and 0 <= i < grid.n:
-                    flow[rows[meter], i] = float(mean)
+                    flow[rate_only[meter], i] = float(mean)
+    return flow
+
+
+def _chunked(query: Query, sql: Callable[[int, int], str], edges: list[int],
+             rows: dict[str, int], what: str, progress: bool
+             ) -> Iterator[tuple[str, dict[str, Any]]]:
+    """(meter, series) of ``rows``' meters, one query per span between ``edges``."""
+    for a, b in tqdm(list(pairwise(edges)), desc=f"reading {what}", unit="chunk",
+                     disable=not progress, leave=False):
+        for series in query(sql(a, b)):
+            meter = (series.get("tags") or {}).get("meter")
+            if meter in rows:
+                yield meter, series
 
 
 def _values(meter: str, series: dict[str, Any]) -> np.ndarray | None:

@@ -7,6 +7,7 @@ For ``api = "v1"`` the database is ``database`` (and ``retention_policy``) with 
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import requests
@@ -21,6 +22,11 @@ TOKEN_ENV = "INFLUX_TOKEN"
 
 class QueryError(SinkError):
     """The query failed; the message carries the server's own error text."""
+
+
+def tag_regex(values: list[str]) -> str:
+    """An InfluxQL regex literal matching exactly these tag values (``"meter" =~ ...``)."""
+    return "/^(" + "|".join(re.escape(v).replace("/", r"\/") for v in values) + ")$/"
 
 
 def v1_auth(cfg: InfluxConfig) -> tuple[str, str] | None:
