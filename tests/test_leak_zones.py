@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from meterd.analysis.hourly import Grid, local_calendar
-from meterd.analysis.night_flow import day_classes, detect_night_flow
+from meterd.analysis.night_flow import day_classes, detect_night_flow, weekly_lift
 from meterd.leaks.config import LeaksConfig, NightFlowSettings
 from meterd.leaks.engine import MeterInfo, detect
 
@@ -319,11 +319,96 @@ def test_day_scaling_leaves_a_building_whose_day_use_varies_on_its_own_alone() -
 
 
 @pytest.mark.parametrize("cut", [40 * 24 + 4, 75 * 24 + 5, 91 * 24 + 3])
-def test_day_scaling_is_causal(cut: int) -> None:
+def test_day_scaling_and_the_weekday_profile_are_causal(cut: int) -> None:
     flow = _spring_inflow(np.random.default_rng(5), 120)
     flow[0, 90 * 24 + 10 :] += 0.02
-    hour = hours(flow.shape[1])
-    full = detect_night_flow(flow, hour, persist_nights=2, scaling_days=56)
-    part = detect_night_flow(flow[:, :cut], hour[:cut], persist_nights=2, scaling_days=56)
+    cal = local_calendar(Grid(T0, flow.shape[1]), "UTC")
+    kw = {"persist_nights": 2, "scaling_days": 56}
+    full = detect_night_flow(flow, cal.hour, weekday=cal.weekday, **kw)  # type: ignore[arg-type]
+    part = detect_night_flow(flow[:, :cut], cal.hour[:cut], weekday=cal.weekday[:cut],
+                             **kw)  # type: ignore[arg-type]
     np.testing.assert_array_equal(full.active[:, :cut], part.active)
     np.testing.assert_array_equal(full.excess[:, :cut], part.excess)
+
+
+def test_empty_history_before_the_data_changes_nothing() -> None:
+    """``meterd leaks --start`` reads ``history_days`` before --start, empty for new meters:
+    day scaling and the weekday profile count known nights only (their first version counted
+    window slots, and the replay through MQTT gave another leak size)."""
+    flow = _early_start(np.random.default_rng(3), 90, noise=0.03)
+    flow[0, 60 * 24 + 10 :] += 0.04
+    lead = 35 * 24
+    padded = np.concatenate([np.full((1, lead), np.nan), flow], axis=1)
+    cal = local_calendar(Grid(T0 - lead * 3600, padded.shape[1]), "UTC")
+    kw = {"persist_nights": 2, "scaling_days": 56}
+    full = detect_night_flow(padded, cal.hour, weekday=cal.weekday, **kw)  # type: ignore[arg-type]
+    own = detect_night_flow(flow, cal.hour[lead:], weekday=cal.weekday[lead:],
+                            **kw)  # type: ignore[arg-type]
+    np.testing.assert_array_equal(full.active[:, lead:], own.active)
+    np.testing.assert_array_equal(full.excess[:, lead:], own.excess)
+    assert own.active[0, 60 * 24 :].any()  # the leak is seen either way
+    rng = np.random.default_rng(4)
+    mnf = 0.2 * (1 + 0.03 * rng.standard_normal((20, 80)))
+    mnf[:, np.arange(80) % 7 == 1] *= 1.05
+    weekday = np.arange(-35, 80) % 7
+    kind = (weekday >= 5).astype(np.int64)
+    lifted = weekly_lift(np.concatenate([np.full((20, 35), np.nan), mnf], axis=1), weekday, kind)
+    np.testing.assert_array_equal(lifted[:, 35:], weekly_lift(mnf, weekday[35:], kind[35:]))
+
+
+def test_a_season_rising_before_its_elasticity_is_learnt_opens_an_alarm_that_closes() -> None:
+    """A spring that starts on day 3 outruns the baseline before 14 nights have shown that the
+    night follows the day. Alarmed nights used to be left out of that fit, so the alarm stayed
+    open for good and hid every later leak; they now enter it, their step taken out by the
+    alarm share, and the season releases its alarm."""
+    rng = np.random.default_rng(1)
+    t = np.arange(150 * 24) / 24
+    level = 0.2 + 0.3 * ((t % 1 >= 7 / 24) & (t % 1 < 22 / 24))
+    flow = (level * (1 + 0.008 * np.clip(t - 3, 0, 80)) * (1 + 0.01 * rng.standard_normal(t.size)))
+    flow = flow[None, :]
+    flow[0, 120 * 24 + 10 :] += 0.03  # 10 % of the night flow by then
+    grid = Grid(T0, flow.shape[1])
+    season, leak = detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("inflow")],
+                          LeaksConfig())
+    assert season.end is not None and season.end < T0 + 60 * 86400
+    assert leak.detected_at == T0 + (121 * 24 + 5) * 3600 and leak.end is None
+    assert abs(leak.rate_m3h - 0.03) < 0.003
+
+
+def _early_start(rng: np.random.Generator, days: int, noise: float = 0.005) -> np.ndarray:
+    """A district inflow whose Mondays and Tuesdays run 6 % higher from midnight (LeakDB-style
+    weekly demand multipliers), so their nights do too."""
+    hour = np.arange(days * 24) % 24
+    busy = np.repeat(np.arange(days) % 7 <= 1, 24)  # T0 is a Monday
+    level = (0.2 + 0.3 * ((hour >= 7) & (hour < 22))) * np.where(busy, 1.06, 1.0)
+    return (level * (1 + noise * rng.standard_normal(hour.size)))[None, :]
+
+
+def test_nights_of_a_busier_weekday_are_not_a_leak_and_a_leak_still_is() -> None:
+    flow = _early_start(np.random.default_rng(0), 120)
+    grid = Grid(T0, flow.shape[1])
+    cal = local_calendar(grid, "UTC")
+    meter = [MeterInfo("inflow")]
+    plain = detect(flow, grid, cal, meter, LeaksConfig(night=NightFlowSettings(
+        weekday_profile=False)))
+    assert len(plain) >= 10  # every Tuesday
+    assert detect(flow, grid, cal, meter, LeaksConfig()) == []
+    flow[0, 90 * 24 + 10 :] += 0.02  # a Sunday: its first night is a lifted Monday's
+    (leak,) = detect(flow, grid, cal, meter, LeaksConfig())
+    assert leak.detected_at == T0 + (91 * 24 + 5) * 3600
+
+
+def test_the_weekday_profile_ignores_noise_and_a_leak_that_raises_every_night() -> None:
+    rng = np.random.default_rng(2)
+    n_n = 120
+    weekday = np.arange(n_n) % 7
+    kind = (weekday >= 5).astype(np.int64)
+    mnf = 0.2 * (1 + 0.02 * rng.standard_normal((50, n_n)))
+    mnf[:, 60:] += 0.04  # a leak of 20 %
+    lift = weekly_lift(mnf, weekday, kind)
+    assert np.median(lift) == 1.0 and np.percentile(lift, 99) < 1.02
+    mnf[:, weekday == 1] *= 1.06
+    lift = weekly_lift(mnf, weekday, kind)
+    tuesdays = lift[:, 50:][:, weekday[50:] == 1]  # 6 % less about one standard error
+    assert tuesdays.min() > 1.01 and tuesdays.max() < 1.08 and np.median(tuesdays) > 1.035
+    assert np.median(lift[:, 50:][:, weekday[50:] != 1]) == 1.0

@@ -145,3 +145,13 @@ def rolling_mean(flow: FloatArray, width: int) -> FloatArray:
     out[..., width - 1 :] /= width
     out[bad > 0] = np.nan
     return out
+
+
+def nanmedian_rows(x: FloatArray) -> FloatArray:
+    """``np.nanmedian(x, axis=1)`` for a 2-D array, NaN for an all-NaN row and without its
+    warning: a sort and two picks, several times faster on the few columns of a night window."""
+    s = np.sort(x, axis=1)  # NaN sorts last
+    k = np.sum(~np.isnan(x), axis=1)
+    lo = np.take_along_axis(s, np.maximum(k - 1, 0)[:, None] // 2, axis=1)[:, 0]
+    hi = np.take_along_axis(s, (k // 2)[:, None].clip(max=x.shape[1] - 1), axis=1)[:, 0]
+    return np.where(k > 0, (lo + hi) / 2.0, np.nan)

@@ -13,7 +13,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from meterd.analysis.hourly import BoolArray, FloatArray, IntArray, hour_bins, rolling_mean
+from meterd.analysis.hourly import (
+    BoolArray,
+    FloatArray,
+    IntArray,
+    hour_bins,
+    nanmedian_rows,
+    rolling_mean,
+)
 from meterd.analysis.incidents import Alarm
 
 
@@ -115,6 +122,7 @@ def detect_night_flow(
     cusum: tuple[float, float] | None = None,
     spread_days: int | None = None,
     scaling_days: int | None = None,
+    weekday: IntArray | None = None,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -164,12 +172,17 @@ def detect_night_flow(
         last ``spread_days`` calm nights of the kind (neither flagged nor in an alarm).
         None: ``window_days``.
     scaling_days : int, optional
-        Scale each night's baseline with that day's use: by ``(D / D_base) ** beta``, kept
-        within [1, 2], where D is the mean flow over the 24 h to the night's end minus the
-        night's minimum, ``D_base`` its median over the learnt nights of the kind and ``beta``
-        the least-squares slope of log MNF on log D (D here taken against the night before)
-        over the last ``scaling_days`` calm nights, clipped to [0, 1] and used only from 14
-        such nights and when at least 0.3. None: off. See Notes.
+        Scale each night's baseline with the week's use: each learnt night's MNF times
+        ``(D / D_j) ** beta``, their median kept within [1, 2] times the plain baseline, where
+        D is the mean over the last 7 nights of the flow over the 24 h to each night's end minus
+        that night's minimum, ``D_j`` the same on learnt night j, and ``beta`` the elasticity of
+        MNF on D over the last ``scaling_days`` calm or alarmed nights (:class:`_Elasticity`),
+        used only from 14 such nights and when its least-squares slope is at least 0.3.
+        None: off. See Notes.
+    weekday : array of int, shape (n_bins,), optional
+        Local weekday of each bin (0 = Monday). The baseline of a night is then lifted by how
+        much higher nights of its weekday have run than the other nights of their kind in the
+        same weeks (:func:`weekly_lift`). None: off.
 
     Returns
     -------
@@ -186,7 +199,10 @@ def detect_night_flow(
     nights show that co-movement (``beta`` near 1: a district inflow) the baseline follows the
     season instead of freezing below it and calling the rise a leak; where day use varies on
     its own (``beta`` near 0: a building) nothing changes. The factor never lowers the
-    baseline, so it can hide a leak on a busy day but never raise an alarm.
+    baseline, so it can hide a leak on a busy week but never raise an alarm. A single day's
+    use is not enough: where a weekday's demand multiplier starts at midnight, the 24 h before
+    its night are the day before, so busy days were scaling the wrong nights. The weekday
+    profile covers that case from the nights themselves.
 
     Sequential hypothesis testing in its simplest form: a large excess is decided on one
     observation, a small one needs repeated observations (Wald 1945), and one below the
@@ -232,12 +248,20 @@ def detect_night_flow(
     stop = np.r_[nights.end_bin, flow.shape[1]]  # early alarms run until the night is decided
     scale = (None if scaling_days is None else
              _DayScale(flow, step_s, nights, hist.shape[0], window_days, scaling_days))
+    lift = (None if weekday is None else
+            weekly_lift(nights.mnf, _night_kinds(weekday, local_hour, step_s, night, n_n),
+                        kind[:n_n]))
     for d in range(n_all):
         c = int(kind[d])
         enough, base, allow = _baseline(hist[c], spread[c], min_history, allowance_m3h,
                                         allowance_rel, k_mad)
-        if scale is not None and d < n_n:
-            base = base * scale.factor(d, c)
+        if d < n_n:
+            if scale is not None:
+                base = scale.scaled(d, c, hist[c], base)
+            if lift is not None:
+                base = base * lift[:, d]
+            # Legitimate night use grows with the network's demand, so its relative part does.
+            allow = np.maximum(allow, allowance_rel * np.nan_to_num(base))
         thresh[:, d] = np.where(enough, base + allow, np.inf)
         base_n[:, d] = base
         if run_min is not None and starts is not None:
@@ -263,7 +287,7 @@ def detect_night_flow(
         hist[c, rows[learn], pos[c, learn] % window_days] = x[learn]
         calm = ~np.isnan(r) & ~on & ~flagged
         if scale is not None:
-            scale.learn(d, c, rows[learn], pos[c, learn] % window_days, calm)
+            scale.learn(d, c, rows[learn], pos[c, learn] % window_days, calm, on)
         pos[c] += learn
         spread[c, rows[calm], spos[c, calm] % spread.shape[2]] = r[calm]
         spos[c] += calm
@@ -271,6 +295,71 @@ def detect_night_flow(
     if run_min is not None:
         _open_early(alarm, flow, run_min, first, stop, base_n, thresh)
     return alarm
+
+
+def weekly_lift(mnf: FloatArray, weekday: IntArray, kind: IntArray, weeks: int = 6,
+                z: float = 1.0, min_lift: float = 0.01) -> FloatArray:
+    """How much higher each weekday's nights run than the other nights of their kind.
+
+    Parameters
+    ----------
+    mnf : array of float, shape (n_meters, n_nights)
+        Minimum night flow (:func:`night_minimum`).
+    weekday, kind : array of int, shape (n_nights,)
+        Weekday (0 = Monday) and kind (:func:`day_classes`) of each night.
+    weeks : int
+        Same-weekday nights behind each estimate (from two).
+    z : float
+        Standard errors taken off each estimate, so noise alone lifts (nearly) nothing.
+    min_lift : float
+        Smaller lifts (in log, about a fraction) are left out: on a leak that only just clears
+        the allowance a lift of a few tenths of a percent decides whether it is seen.
+
+    Returns
+    -------
+    array of float, shape (n_meters, n_nights)
+        Factor >= 1 for each night's baseline, from earlier nights only.
+
+    Notes
+    -----
+    A seasonal index by the ratio-to-moving-median method (as in Census X-11, Shiskin et al.
+    1967): each night's log MNF minus the median of the nights of its kind in the 7 nights to
+    it, then the median of that over the last ``weeks`` nights of the weekday. A leak raises
+    every night alike and cancels out, except for a week after its start, which the median
+    over weeks outvotes. It covers a weekly demand pattern that reaches the night hours (a
+    Monday starting early), which a baseline of all weekday nights would call a leak every
+    week. The standard error is 1.25 × 1.4826 × MAD / sqrt(n) of the deviations of the last
+    ``weeks`` weeks, refreshed every Monday.
+
+    References
+    ----------
+    .. [1] Shiskin, J., Young, A. H., & Musgrave, J. C. (1967). "The X-11 variant of the Census
+       Method II seasonal adjustment program". Technical Paper 15, US Bureau of the Census.
+    """
+    n_m, n_n = mnf.shape
+    with np.errstate(divide="ignore", invalid="ignore"):
+        logx = np.where(mnf > 0, np.log(mnf), np.nan)
+    # Everything below counts known nights only, so nights without data before the first
+    # reading (``meterd leaks`` reads ``history_days`` before --start) change nothing.
+    dev = np.full((n_m, n_n), np.nan)
+    out = np.ones((n_m, n_n))
+    sigma = np.full(n_m, np.nan)
+    for d in range(n_n):
+        same = np.flatnonzero(kind[max(0, d - 6) : d + 1] == kind[d]) + max(0, d - 6)
+        known = np.sum(~np.isnan(logx[:, same]), axis=1)
+        dev[:, d] = np.where(known >= 2, logx[:, d] - nanmedian_rows(logx[:, same]), np.nan)
+    for d in range(n_n):
+        if weekday[d] == 0 and d:  # refreshed on Mondays: the same nights in any window
+            recent = dev[:, max(0, d - 7 * weeks) : d]
+            mid = nanmedian_rows(recent)
+            sigma = 1.4826 * nanmedian_rows(np.abs(recent - mid[:, None]))
+        prev = np.flatnonzero(weekday[:d] == weekday[d])[-weeks:]
+        if prev.size:
+            k = np.sum(~np.isnan(dev[:, prev]), axis=1)
+            p = nanmedian_rows(dev[:, prev]) - z * 1.25 * sigma / np.sqrt(np.maximum(k, 1))
+            p = np.where(k >= 2, np.nan_to_num(p), 0.0)
+            out[:, d] = np.exp(np.where(p >= min_lift, p, 0.0))
+    return out
 
 
 def _trailing_means(flow: FloatArray, end_bin: IntArray, width: int) -> FloatArray:
@@ -295,44 +384,63 @@ def _trailing_nanmean(x: FloatArray, width: int) -> FloatArray:
 
 
 class _Elasticity:
-    """Sliding least-squares slope of log MNF on log D per meter, over the last ``size`` calm
-    nights of each kind, each kind centred on its own means (weekend days busier than weekdays
-    at the same night flow say nothing about co-movement). O(meters) per night."""
+    """Sliding slope of log MNF on log D per meter, over the last ``size`` nights of each kind
+    that were calm or in an alarm, each kind centred on its own means (weekend days busier than
+    weekdays at the same night flow say nothing about co-movement). O(meters) per night.
 
-    MIN_FIT = 14  # calm nights before the slope is trusted
-    MIN_SLOPE = 0.3  # below: day use varies on its own (a building), no scaling
+    The alarm share ``s`` of each night is a second regressor: a leak is a step in MNF that D
+    does not share, so the step goes to ``s`` and the slope comes from how MNF follows D on
+    either side of it. Left out, alarmed nights froze the slope: a season that rose before it
+    was learnt opened an alarm that no calm night ever came to release.
+
+    The least-squares slope decides whether MNF follows D at all (``MIN_SLOPE``); its size is
+    the reduced major axis slope, sd(log MNF) / sd(log D) (Ricker 1973), because the noise in
+    D biases the least-squares slope towards 0 and the baseline then lags the season.
+    """
+
+    MIN_FIT = 14  # nights before the slope is trusted
+    MIN_SLOPE = 0.3  # least-squares slope below this: day use varies on its own (a building)
 
     def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
-        self.u = np.zeros((n_kinds, n_m, size))
-        self.x = np.zeros((n_kinds, n_m, size))
+        self.vals = np.zeros((3, n_kinds, n_m, size))  # u, x, s
         self.pos = np.zeros((n_kinds, n_m), dtype=np.int64)
-        self.sums = np.zeros((n_kinds, 5, n_m))  # n, Σu, Σx, Σuu, Σux
+        self.sums = np.zeros((n_kinds, 10, n_m))  # n, Σu, Σx, Σs, Σuu, Σux, Σus, Σxs, Σss, Σxx
 
-    def add(self, c: int, rows: IntArray, u: FloatArray, x: FloatArray) -> None:
-        size = self.u.shape[2]
+    @staticmethod
+    def _terms(u: FloatArray, x: FloatArray, s: FloatArray) -> FloatArray:
+        return np.stack([u, x, s, u * u, u * x, u * s, x * s, s * s, x * x])
+
+    def add(self, c: int, rows: IntArray, u: FloatArray, x: FloatArray, s: FloatArray) -> None:
+        size = self.vals.shape[3]
         at = self.pos[c, rows] % size
         full = self.pos[c, rows] >= size
-        old_u, old_x = self.u[c, rows, at], self.x[c, rows, at]
-        self.sums[c][:, rows] += np.stack([1.0 - full, u - old_u, x - old_x,
-                                           u * u - old_u * old_u, u * x - old_u * old_x])
-        self.u[c, rows, at], self.x[c, rows, at] = u, x
+        old = self.vals[:, c, rows, at]
+        self.sums[c, 0, rows] += 1.0 - full
+        self.sums[c, 1:][:, rows] += self._terms(u, x, s) - self._terms(*old)
+        self.vals[:, c, rows, at] = u, x, s
         self.pos[c, rows] += 1
 
     def slope(self) -> FloatArray:
         """The slope within [0, 1]; 0 before ``MIN_FIT`` nights or below ``MIN_SLOPE``."""
-        n, su, sx, suu, sux = np.moveaxis(self.sums, 1, 0)  # each (n_kinds, n_meters)
+        n, su, sx, ss, suu, sux, sus, sxs, sss, sxx = np.moveaxis(self.sums, 1, 0)
         m = np.maximum(n, 1.0)
-        var = np.sum(suu - su * su / m, axis=0)
-        cov = np.sum(sux - su * sx / m, axis=0)
+        cuu, cux, cus, cxs, css, cxx = (np.sum(a - b * c / m, axis=0) for a, b, c in (
+            (suu, su, su), (sux, su, sx), (sus, su, ss), (sxs, sx, ss), (sss, ss, ss),
+            (sxx, sx, sx)))
         total = n.sum(axis=0)
-        beta = np.clip(cov / np.where(var > 1e-12 * total, var, np.inf), 0.0, 1.0)
-        return np.where((total >= self.MIN_FIT) & (beta >= self.MIN_SLOPE), beta, 0.0)
+        step = css > 1e-9 * np.maximum(total, 1.0)  # the alarm share varies: partial it out
+        var_u = cuu - np.where(step, cus * cus / np.where(step, css, 1.0), 0.0)
+        cov = cux - np.where(step, cus * cxs / np.where(step, css, 1.0), 0.0)
+        var_x = cxx - np.where(step, cxs * cxs / np.where(step, css, 1.0), 0.0)
+        var_u = np.where(var_u > 1e-12 * total, var_u, np.inf)
+        follows = (total >= self.MIN_FIT) & (cov / var_u >= self.MIN_SLOPE)
+        return np.where(follows, np.clip(np.sqrt(np.maximum(var_x, 0.0) / var_u), 0.0, 1.0), 0.0)
 
 
 class _DayScale:
-    """Per night, the day-use factor of ``detect_night_flow``'s ``scaling_days`` (its Notes):
-    the larger of a day's own factor (weekdays that scale the whole day) and that of the mean
-    of the last ``WEEK`` nights (seasons, under weekday patterns that do not scale the night)."""
+    """Per night, the day-use scaling of ``detect_night_flow``'s ``scaling_days`` (its Notes),
+    on the means of the last ``WEEK`` nights: seasons scale a whole week's use, while a single
+    day's use above the floor says little about that night (a busy day may not follow it)."""
 
     WEEK = 7
 
@@ -350,33 +458,42 @@ class _DayScale:
             log_u = np.where(ok, np.log(fit_use), np.nan)
             log_x = np.where(ok, np.log(nights.mnf), np.nan)
         n_m = flow.shape[0]
-        self.use = (use, _trailing_nanmean(use, self.WEEK))  # (n_meters, n_nights) each
-        self.logs = ((log_u, log_x), (_trailing_nanmean(log_u, self.WEEK),
-                                      _trailing_nanmean(log_x, self.WEEK)))
-        self.hist = np.full((2, n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
-        self.fits = (_Elasticity(n_kinds, n_m, fit_days), _Elasticity(n_kinds, n_m, fit_days))
+        self.use = _trailing_nanmean(use, self.WEEK)  # (n_meters, n_nights)
+        self.log_u = _trailing_nanmean(log_u, self.WEEK)
+        self.log_x = _trailing_nanmean(log_x, self.WEEK)
+        self.hist = np.full((n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
+        self.fit = _Elasticity(n_kinds, n_m, fit_days)
+        self.alarmed = np.full(nights.mnf.shape, np.nan)  # per known night: 1 in an alarm
+        self.known = ~np.isnan(nights.mnf)
 
-    def factor(self, d: int, c: int) -> FloatArray:
-        out = np.ones(self.hist.shape[2])
-        for k, fit in enumerate(self.fits):
-            beta = fit.slope()
-            on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
-            if on.size:
-                with warnings.catch_warnings():
-                    warnings.simplefilter("ignore", RuntimeWarning)
-                    ratio = self.use[k][on, d] / np.nanmedian(self.hist[k, c, on], axis=1)
-                    f = np.power(ratio, beta[on])
-                out[on] = np.maximum(out[on], np.where(np.isfinite(f), np.minimum(f, 2.0), 1.0))
+    def scaled(self, d: int, c: int, hist: FloatArray, base: FloatArray) -> FloatArray:
+        """Night ``d``'s baseline: the median of the learnt nights ``hist`` (kind ``c``), each
+        scaled by (D tonight / its own D) ** beta, kept within [1, 2] times the plain ``base``.
+        Scaling each night by its own D, not the median MNF by the median D, keeps the two in
+        step while the window refills after an alarm."""
+        out = base.copy()
+        beta = self.fit.slope()
+        on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
+        if on.size:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                ratio = self.use[on, d, None] / self.hist[c, on]
+                b = nanmedian_rows(hist[on] * np.power(ratio, beta[on, None]))
+            on, b = on[np.isfinite(b)], b[np.isfinite(b)]  # no use above the floor: unscaled
+            out[on] = np.maximum(out[on], np.minimum(b, 2.0 * base[on]))
         return out
 
-    def learn(self, d: int, c: int, rows: IntArray, slots: IntArray, calm: BoolArray) -> None:
+    def learn(self, d: int, c: int, rows: IntArray, slots: IntArray, calm: BoolArray,
+              alarmed: BoolArray) -> None:
         """Record night ``d``: its D for the learnt ``rows`` (at ``slots`` of kind ``c``), and
-        its (log D, log MNF) pairs for the fits where it was calm."""
-        for k, fit in enumerate(self.fits):
-            self.hist[k, c, rows, slots] = self.use[k][rows, d]
-            log_u, log_x = self.logs[k]
-            on = np.flatnonzero(calm & ~np.isnan(log_u[:, d]) & ~np.isnan(log_x[:, d]))
-            fit.add(c, on, log_u[on, d], log_x[on, d])
+        its (log D, log MNF, alarm share) for the fit where it was calm or in an alarm."""
+        self.alarmed[:, d] = np.where(self.known[:, d], alarmed, np.nan)
+        share = _trailing_nanmean(self.alarmed[:, max(0, d + 1 - self.WEEK) : d + 1],
+                                  self.WEEK)[:, -1]
+        self.hist[c, rows, slots] = self.use[rows, d]
+        on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
+                            & ~np.isnan(self.log_x[:, d]))
+        self.fit.add(c, on, self.log_u[on, d], self.log_x[on, d], share[on])
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
@@ -429,11 +546,9 @@ def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
     """Enough history, robust baseline (median of the learnt nights ``hist``) and allowance (its
     MAD term from ``spread``, the calm nights) per meter."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        base = np.nanmedian(hist, axis=1)  # NaN before the first learnt night
-        mid = np.nanmedian(spread, axis=1)
-        mad = np.nanmedian(np.abs(spread - mid[:, None]), axis=1)
+    base = nanmedian_rows(hist)  # NaN before the first learnt night
+    mid = nanmedian_rows(spread)
+    mad = nanmedian_rows(np.abs(spread - mid[:, None]))
     allow = np.maximum(allowance_m3h, allowance_rel * np.nan_to_num(base))
     return enough, base, np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
 

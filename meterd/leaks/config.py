@@ -37,7 +37,8 @@ class NightFlowSettings(_Section):
     cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
     spread_days: int | None = Field(default=None, ge=3, le=365)  # nights behind the MAD; None: window_days
     day_scaling: bool = True  # scale the baseline by the day's use where the night follows it
-    scaling_days: int = Field(default=56, ge=14, le=365)  # calm nights behind that fit
+    scaling_days: int = Field(default=56, ge=14, le=365)  # calm and alarmed nights behind that fit
+    weekday_profile: bool = True  # lift the baseline on weekdays whose nights run higher
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
     @field_validator("strong_factor", "cusum_h", mode="before")

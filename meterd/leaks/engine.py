@@ -66,7 +66,7 @@ def detect(
             and not (settings.balance.enabled and m.id in zones)]
     if s_n.enabled and rows:
         alarm = _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h,
-                            s_n.allowance_rel, s_n.scaling_days if s_n.day_scaling else None)
+                            s_n.allowance_rel, demand=True)
         # Otherwise a parent's night flow is still its zone's: report it as the zone.
         found.extend(episodes(
             alarm if s_n.normally_zero_meters else _only(alarm, flowing[rows]),
@@ -128,16 +128,18 @@ def _only(alarm: Alarm, where: BoolArray | None) -> Alarm:
 
 def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: LeaksConfig,
                 breaks: Sequence[tuple[int, int]], allowance_m3h: float | FloatArray,
-                allowance_rel: float, scaling_days: int | None = None) -> Alarm:
-    """``[leaks.night]`` on meters or zone imbalances; the allowance and the day scaling (an
-    imbalance has no day use of its own) differ between them."""
+                allowance_rel: float, demand: bool = False) -> Alarm:
+    """``[leaks.night]`` on meters or zone imbalances; the allowance differs between them, and
+    day scaling and the weekday profile apply only to ``demand`` (a meter's own flow): an
+    imbalance has no day use or week of its own."""
     s_n = settings.night
     kinds = day_classes(cal.weekday, cal.day, list(breaks)) if s_n.day_types else None
     return detect_night_flow(
         flow, cal.hour, grid.step_s, (s_n.start_h, s_n.end_h), s_n.window_days, s_n.min_history,
         allowance_m3h, allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor, s_n.early,
         kinds, s_n.learn_margin, None if s_n.cusum_h is None else (s_n.cusum_k, s_n.cusum_h),
-        s_n.spread_days, scaling_days)
+        s_n.spread_days, s_n.scaling_days if demand and s_n.day_scaling else None,
+        cal.weekday if demand and s_n.weekday_profile else None)
 
 
 def _rounding_allowance(s_z: BalanceSettings, n_children: list[int]) -> FloatArray:
