@@ -7,7 +7,8 @@ import pytest
 
 from meterd.analysis.hourly import Grid, local_calendar
 from meterd.analysis.night_flow import day_classes, detect_night_flow, weekly_lift
-from meterd.leaks.config import LeaksConfig, NightFlowSettings
+from meterd.analysis.zero_use import steady_flow
+from meterd.leaks.config import LeaksConfig, NightFlowSettings, StepSettings
 from meterd.leaks.engine import MeterInfo, detect
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC
@@ -43,7 +44,7 @@ def test_default_rule_opens_on_one_night_at_one_and_a_half_allowances() -> None:
     n = DAYS * 24
     flow = zone_flow(np.random.default_rng(6), n) * 0.065  # 130 L/h at night, as an office
     flow[0, 25 * 24 + 10 :] += 0.013
-    s = LeaksConfig()
+    s = LeaksConfig(steps=StepSettings(enabled=False))  # the night rule alone
     cal = local_calendar(Grid(T0, n), "UTC")
     incs = detect(flow, Grid(T0, n), cal, [MeterInfo("office")], s)
     assert [i.type for i in incs] == ["night_flow"]
@@ -363,7 +364,8 @@ def test_a_season_rising_before_its_elasticity_is_learnt_opens_an_alarm_that_clo
     alarm share, and the season releases its alarm."""
     rng = np.random.default_rng(1)
     t = np.arange(150 * 24) / 24
-    level = 0.2 + 0.3 * ((t % 1 >= 7 / 24) & (t % 1 < 22 / 24))
+    hour = np.arange(t.size) % 24
+    level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
     flow = (level * (1 + 0.008 * np.clip(t - 3, 0, 80)) * (1 + 0.01 * rng.standard_normal(t.size)))
     flow = flow[None, :]
     flow[0, 120 * 24 + 10 :] += 0.03  # 10 % of the night flow by then
@@ -412,3 +414,46 @@ def test_the_weekday_profile_ignores_noise_and_a_leak_that_raises_every_night() 
     tuesdays = lift[:, 50:][:, weekday[50:] == 1]  # 6 % less about one standard error
     assert tuesdays.min() > 1.01 and tuesdays.max() < 1.08 and np.median(tuesdays) > 1.035
     assert np.median(lift[:, 50:][:, weekday[50:] != 1]) == 1.0
+
+
+def _district(rng: np.random.Generator, days: int, noise: float = 0.01) -> np.ndarray:
+    """A district inflow: 0.2 m³/h at night, 0.5 by day, a little noise: it never stops."""
+    hour = np.arange(days * 24) % 24
+    return ((0.2 + 0.3 * ((hour >= 7) & (hour < 22)))
+            * (1 + noise * rng.standard_normal(hour.size)))[None, :]
+
+
+def test_a_step_on_a_flow_that_never_stops_is_reported_within_hours() -> None:
+    """A 60 L/h leak on a district inflow is an eighth of its day flow and far below any burst:
+    the night rule reports it at the end of the next night, the step rule within hours."""
+    flow = _district(np.random.default_rng(6), 70)
+    onset = 50 * 24 + 10
+    flow[0, onset:] += 0.06
+    grid = Grid(T0, flow.shape[1])
+    cal = local_calendar(grid, "UTC")
+    meter = [MeterInfo("inflow", normally_zero=None)]
+    (late,) = detect(flow, grid, cal, meter, LeaksConfig(steps=StepSettings(enabled=False)))
+    assert late.type == "night_flow" and late.detected_at == T0 + (51 * 24 + 5) * 3600
+    (leak,) = detect(flow, grid, cal, meter, LeaksConfig())
+    assert "step_change" in leak.detectors
+    assert T0 + onset * 3600 < leak.detected_at <= T0 + (onset + 4) * 3600
+    assert abs(leak.rate_m3h - 0.06) < 0.006 and leak.end is None
+
+
+def test_steps_leave_meters_that_stop_or_are_not_steady_alone() -> None:
+    rng = np.random.default_rng(7)
+    n = 70 * 24
+    household = np.where(rng.random(n) < 0.3, rng.exponential(0.05, n), 0.0)[None, :]
+    trickle = household + 0.004  # never quiet (a dripping cistern), but far from steady
+    district = _district(rng, 70)
+    floor = StepSettings().steady_min_m3h
+    assert steady_flow(trickle).any()  # on its quietest days, without a floor
+    assert not steady_flow(household, min_m3h=floor).any()
+    assert not steady_flow(trickle, min_m3h=floor).any()
+    assert steady_flow(district, min_m3h=floor)[0, 23:].all()
+    assert not steady_flow(district)[0, :23].any()  # not before a whole day is known
+    grid = Grid(T0, n)
+    meters = [MeterInfo("h", normally_zero=None), MeterInfo("t", normally_zero=None)]
+    incs = detect(np.concatenate([household, trickle]), grid, local_calendar(grid, "UTC"),
+                  meters, LeaksConfig())
+    assert not any("step_change" in i.detectors for i in incs)

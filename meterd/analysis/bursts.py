@@ -31,6 +31,10 @@ def detect_bursts(
     method: Literal["cusum", "ewma"] = "cusum",
     ewma_lambda: float = 0.3,
     ewma_l: float = 3.0,
+    rel_sigma: float = 0.0,
+    rel_excess: float = 0.0,
+    persist_bins: int = 1,
+    kind: str = "burst",
 ) -> Alarm:
     """Alarm on flow persistently above the meter's own hour-of-week baseline.
 
@@ -61,6 +65,15 @@ def detect_bursts(
         Page's CUSUM (default) or Roberts' EWMA chart on the standardised residual.
     ewma_lambda, ewma_l : float
         EWMA weight and control limit in asymptotic standard deviations.
+    rel_sigma, rel_excess : float
+        Further floors of the spread and of the residual, as fractions of the bin's baseline:
+        on a flow that never stops, a step of a tenth of it is a leak whatever its size in m³/h
+        (``[leaks.steps]``). 0: absolute floors only.
+    persist_bins : int
+        Consecutive bins the residual must have been above its floor when the statistic trips:
+        a leak stays, an hour at a hydrant does not.
+    kind : str
+        Incident type of the alarm.
 
     Returns
     -------
@@ -87,6 +100,7 @@ def detect_bursts(
     stat = np.zeros(n_m)
     spread = np.full(n_m, np.nan)
     since_zero = np.zeros(n_m, dtype=np.int64)
+    big_run = np.zeros(n_m, dtype=np.int64)
     calm = np.zeros(n_m, dtype=np.int64)
     on = np.zeros(n_m, dtype=bool)
     ewma_limit = ewma_l * np.sqrt(ewma_lambda / (2 - ewma_lambda))
@@ -102,12 +116,14 @@ def detect_bursts(
         valid_blk = enough & ~r_nan
         rz_blk = np.nan_to_num(r_blk)
         absr_blk = np.abs(rz_blk)
-        big_blk = rz_blk > min_excess_m3h
+        level = np.nan_to_num(np.asarray(base, dtype=np.float64))
+        big_blk = rz_blk > np.maximum(min_excess_m3h, rel_excess * level)
+        floor_blk = np.maximum(min_sigma_m3h, rel_sigma * level)
         x_ok_blk = ~np.isnan(x_blk)
         for j in range(t1 - t0):
             t = t0 + j
             rz = rz_blk[j]
-            sigma = np.maximum(1.25 * np.nan_to_num(spread, nan=min_sigma_m3h), min_sigma_m3h)
+            sigma = np.maximum(1.25 * np.nan_to_num(spread, nan=min_sigma_m3h), floor_blk[j])
             z = np.where(valid_blk[j], rz / sigma, 0.0)
             if method == "cusum":
                 stat = np.maximum(0.0, stat + z - k)
@@ -116,7 +132,8 @@ def detect_bursts(
                 stat = ewma_lambda * z + (1 - ewma_lambda) * stat
                 trip = stat > ewma_limit
             since_zero = np.where(stat <= 0, 0, since_zero + 1)
-            trip &= big_blk[j]
+            big_run = np.where(big_blk[j], big_run + 1, 0)
+            trip &= big_run >= persist_bins
             calm = np.where(on & (z < k), calm + 1, 0)
             closing = on & (calm >= close_bins)
             stat[closing] = 0.0
@@ -132,7 +149,7 @@ def detect_bursts(
             spread = np.where(upd, np.where(np.isnan(spread), absr,
                                             (1 - scale_alpha) * spread + scale_alpha * absr),
                               spread)
-    return Alarm("burst", np.ascontiguousarray(active.T), np.ascontiguousarray(excess.T),
+    return Alarm(kind, np.ascontiguousarray(active.T), np.ascontiguousarray(excess.T),
                  np.ascontiguousarray(start_lag.T))
 
 

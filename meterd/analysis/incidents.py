@@ -16,7 +16,8 @@ from numpy.typing import NDArray
 
 from meterd.analysis.hourly import BoolArray, FloatArray, Grid
 
-LEAK_TYPES = ("night_flow", "continuous_flow", "burst", "zone_imbalance", "out_of_hours")
+LEAK_TYPES = ("night_flow", "continuous_flow", "burst", "step_change", "zone_imbalance",
+              "out_of_hours")
 QUALITY_TYPES = ("stopped_meter",)
 
 
@@ -179,3 +180,18 @@ def hold_open(incidents: list[Incident], hold_s: int, now_s: int) -> list[Incide
 def excess_volume(excess: FloatArray, step_h: float) -> float:
     """Total volume (m³) of a per-bin excess flow series (m³/h)."""
     return float(np.nansum(np.clip(excess, 0.0, None)) * step_h)
+
+
+def until_first(alarm: Alarm, ends: BoolArray) -> Alarm:
+    """``alarm`` with each run of active bins cut after the first bin of ``ends`` (shape
+    (n_bins,)) inside it: a provisional alarm that a later verdict (the night's) replaces."""
+    active = alarm.active.copy()
+    idx = np.flatnonzero(ends)
+    for m in np.flatnonzero(active.any(axis=1)):
+        row = active[m]
+        starts = np.flatnonzero(row & ~np.r_[False, row[:-1]])
+        stops = np.flatnonzero(row & ~np.r_[row[1:], False])
+        for a, b in zip(starts, stops, strict=True):
+            cut = idx[np.searchsorted(idx, a)] if np.searchsorted(idx, a) < idx.size else b
+            row[min(cut, b) + 1 : b + 1] = False
+    return Alarm(alarm.kind, active, alarm.excess, alarm.start_lag)

@@ -10,9 +10,10 @@ not have to tag each one, and a meter's behaviour is in its own data, so meterd 
 from __future__ import annotations
 
 import numpy as np
+from scipy.ndimage import minimum_filter1d
 
 from meterd.analysis.continuous_flow import quiet_period_ends
-from meterd.analysis.hourly import FloatArray, IntArray
+from meterd.analysis.hourly import BoolArray, FloatArray, IntArray, rolling_mean
 
 
 def quiet_day_share(
@@ -72,3 +73,36 @@ def quiet_day_share(
 
 
 __all__ = ["quiet_day_share"]
+
+
+def steady_flow(flow: FloatArray, step_s: int = 3600, ratio: float = 0.2,
+                min_m3h: float = 0.0, hours: float = 24.0) -> BoolArray:
+    """Whether each bin ends a day over which the flow never fell far below its mean.
+
+    Parameters
+    ----------
+    flow : array of float, shape (n_meters, n_bins)
+        Mean flow per bin, m³/h (NaN = no data).
+    step_s : int
+        Bin length, s.
+    ratio : float
+        The smallest bin of the last ``hours`` must be at least this times their mean...
+    min_m3h : float
+        ... and at least this.
+    hours : float
+        Length of the trailing window.
+
+    Returns
+    -------
+    array of bool, shape (n_meters, n_bins)
+        True where the window is complete and steady: a district inflow or a big building,
+        whose use is many users' sum. A household that trickles all day (a dripping cistern)
+        never stops either, but its taps make it anything but steady, and a change of a tenth
+        of its flow means nothing there.
+    """
+    width = max(1, round(hours * 3600 / step_s))
+    mean = rolling_mean(flow, width)
+    low = minimum_filter1d(np.where(np.isnan(flow), np.inf, flow), width, axis=1,
+                           origin=(width - 1) // 2, mode="nearest")  # trailing minimum
+    with np.errstate(invalid="ignore"):
+        return np.asarray((low >= np.maximum(ratio * mean, min_m3h)) & (mean > 0), dtype=bool)

@@ -83,6 +83,20 @@ class BurstSettings(_Section):
     close_bins: int = Field(default=2, ge=1)
 
 
+class StepSettings(_Section):
+    """``[leaks.steps]``: the burst CUSUM on meters that never stop, with floors relative to their
+    flow; weeks, k, close_bins and method are ``[leaks.bursts]``'s."""
+
+    enabled: bool = True
+    rel_sigma: float = Field(default=0.02, gt=0)  # spread floor, fraction of the baseline
+    rel_excess: float = Field(default=0.1, gt=0)  # smallest step, fraction of the baseline
+    min_sigma_m3h: float = Field(default=0.003, gt=0)  # ... and at least this (resolution)
+    h: float = Field(default=10.0, gt=0)  # CUSUM decision interval (robust σ)
+    persist_h: float = Field(default=2.0, gt=0)  # hours the step must have lasted to open
+    steady: float = Field(default=0.2, ge=0, le=1)  # 24-h minimum at least this × 24-h mean
+    steady_min_m3h: float = Field(default=0.02, ge=0)  # ... and at least this
+
+
 class BalanceSettings(_Section):
     """``[leaks.balance]``: a parent meter against the sum of its children."""
 
@@ -133,6 +147,7 @@ class LeaksConfig(_Section):
     night: NightFlowSettings = Field(default_factory=NightFlowSettings)
     continuous: ContinuousFlowSettings = Field(default_factory=ContinuousFlowSettings)
     bursts: BurstSettings = Field(default_factory=BurstSettings)
+    steps: StepSettings = Field(default_factory=StepSettings)
     balance: BalanceSettings = Field(default_factory=BalanceSettings)
     out_of_hours: OutOfHoursSettings = Field(default_factory=OutOfHoursSettings)
     stopped: StoppedSettings = Field(default_factory=StoppedSettings)

@@ -15,12 +15,19 @@ from meterd.analysis.balance import detect_zone_balance, imbalance
 from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow
 from meterd.analysis.hourly import BoolArray, FloatArray, Grid, LocalCalendar
-from meterd.analysis.incidents import Alarm, Incident, episodes, hold_open, merge_overlapping
+from meterd.analysis.incidents import (
+    Alarm,
+    Incident,
+    episodes,
+    hold_open,
+    merge_overlapping,
+    until_first,
+)
 from meterd.analysis.night_flow import day_classes, detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.stopped import detect_stopped
-from meterd.analysis.zero_use import quiet_day_share
+from meterd.analysis.zero_use import quiet_day_share, steady_flow
 from meterd.leaks.config import BalanceSettings, LeaksConfig
 
 
@@ -61,7 +68,9 @@ def detect(
     s_c = settings.continuous
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
     zones = {m.parent for m in meters if m.parent is not None}
-    zero, flowing = _zero_masks(flow, cal, meters, zones, settings, step)
+    share = quiet_day_share(flow, cal.day, step, s_c.threshold_m3h, s_c.quiet_h,
+                            settings.zero_days, settings.zero_min_days)
+    zero, flowing = _zero_masks(share, meters, zones, settings)
     rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or m.normally_zero is not True)
             and not (settings.balance.enabled and m.id in zones)]
     if s_n.enabled and rows:
@@ -89,6 +98,8 @@ def detect(
         add(all_rows, detect_bursts(
             flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
             s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
+    if settings.steps.enabled and meters:
+        add(*_steps(flow, share == 0.0, cal, settings, step))  # share NaN: not known yet
     found.extend(_zones(flow, grid, cal, meters, settings, price_per_m3, breaks))
     s_o = settings.out_of_hours
     rows = [i for i, m in enumerate(meters) if not s_o.buildings or m.building in s_o.buildings]
@@ -99,24 +110,38 @@ def detect(
                      grid.t0_s + grid.n * grid.step_s)
 
 
-def _zero_masks(flow: FloatArray, cal: LocalCalendar, meters: Sequence[MeterInfo],
-                parents: set[str], settings: LeaksConfig, step_s: int) -> tuple[BoolArray, BoolArray]:
+def _zero_masks(share: FloatArray, meters: Sequence[MeterInfo], parents: set[str],
+                settings: LeaksConfig) -> tuple[BoolArray, BoolArray]:
     """Per meter and bin: whether it is a normally-zero meter then, and whether it is one with a
     night flow. Tagged meters are what they are told; ``normally_zero = "auto"`` ones are what
-    their last ``zero_days`` say, and neither while that is not yet known. An untagged parent is
-    a main: its quiet hours are only its children's coinciding, and its zone balance watches it.
+    their last ``zero_days`` say (``share``, :func:`quiet_day_share`), and neither while that
+    is not yet known. An untagged parent is a main: its quiet hours are only its children's
+    coinciding, and its zone balance watches it.
     """
     told = np.array([bool(m.normally_zero) for m in meters], dtype=bool)
-    zero = np.repeat(told[:, None], flow.shape[1], axis=1)
+    zero = np.repeat(told[:, None], share.shape[1], axis=1)
     flowing = ~zero
     auto = [i for i, m in enumerate(meters) if m.normally_zero is None and m.id not in parents]
-    if auto:
-        s_c = settings.continuous
-        share = quiet_day_share(flow[auto], cal.day, step_s, s_c.threshold_m3h, s_c.quiet_h,
-                                settings.zero_days, settings.zero_min_days)
-        zero[auto] = share >= settings.zero_share
-        flowing[auto] = share < settings.zero_share
+    zero[auto] = share[auto] >= settings.zero_share
+    flowing[auto] = share[auto] < settings.zero_share
     return zero, flowing
+
+
+def _steps(flow: FloatArray, never_quiet: BoolArray, cal: LocalCalendar, settings: LeaksConfig,
+           step_s: int) -> tuple[list[int], Alarm]:
+    """``[leaks.steps]`` while a meter's flow has not stopped on any recent day and is steady."""
+    s_b, s_s = settings.bursts, settings.steps
+    night = (settings.night.start_h, settings.night.end_h)
+    rows = [i for i in range(flow.shape[0]) if never_quiet[i].any()]
+    where = never_quiet[rows] & steady_flow(flow[rows], step_s, s_s.steady, s_s.steady_min_m3h)
+    alarm = detect_bursts(flow[rows], step_s, s_b.weeks, s_b.min_weeks, s_b.k, s_s.h,
+                          s_s.min_sigma_m3h, 0.0, close_bins=s_b.close_bins, method=s_b.method,
+                          rel_sigma=s_s.rel_sigma, rel_excess=s_s.rel_excess,
+                          persist_bins=max(1, round(s_s.persist_h * 3600 / step_s)),
+                          kind="step_change")
+    # Provisional: the night that follows decides. Held on, a step alarm on a rise in
+    # legitimate use would never close, as alarmed bins never enter the hour-of-week baseline.
+    return rows, until_first(_only(alarm, where), night_ends(cal.hour, step_s, night))
 
 
 def _only(alarm: Alarm, where: BoolArray | None) -> Alarm:
