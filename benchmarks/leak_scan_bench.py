@@ -1,6 +1,6 @@
 """Scan benchmark: every leak detector over 10,000 meters x 90 days of hourly data, one core.
 
-Usage: ``.venv/bin/python benchmarks/leak_scan_bench.py [--meters 10000] [--days 90]``.
+Usage: ``.venv/bin/python benchmarks/leak_scan_bench.py [--meters 10000] [--days 90] [--district]``.
 Prints one row per detector and their total, then the whole engine as the daemon runs it (default
 ``[leaks]``, untagged meters, incidents merged); the query is excluded: data is generated in memory.
 Set ``OMP_NUM_THREADS=1`` / ``OPENBLAS_NUM_THREADS=1`` to pin numpy to one core.
@@ -9,7 +9,9 @@ Set ``OMP_NUM_THREADS=1`` / ``OPENBLAS_NUM_THREADS=1`` to pin numpy to one core.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -28,13 +30,21 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--meters", type=int, default=10_000)
     ap.add_argument("--days", type=int, default=90)
+    ap.add_argument("--district", action="store_true",
+                    help="meters that never stop (leak_eval_noise.py's LeakDB-like kind)")
     args = ap.parse_args()
     rng = np.random.default_rng(0)
     n = args.days * 24
     hours = np.arange(n) % 24
-    flow = np.where((hours >= 7) & (hours < 22), 1.0, 0.0)[None, :] * rng.exponential(
-        0.05, (args.meters, n))
-    flow[rng.random(flow.shape) < 0.4] = 0.0
+    if args.district:
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from leak_eval_noise import noisy_meters
+
+        flow = noisy_meters("district, LeakDB-like", args.meters, args.days)
+    else:
+        flow = np.where((hours >= 7) & (hours < 22), 1.0, 0.0)[None, :] * rng.exponential(
+            0.05, (args.meters, n))
+        flow[rng.random(flow.shape) < 0.4] = 0.0
     flow[: args.meters // 20, n // 2 :] += 0.01  # 5 % leak from mid-period
     grid = Grid(1_735_689_600, n)
     s = LeaksConfig()

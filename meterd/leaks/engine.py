@@ -71,8 +71,11 @@ def detect(
     share = quiet_day_share(flow, cal.day, step, s_c.threshold_m3h, s_c.quiet_h,
                             settings.zero_days, settings.zero_min_days)
     zero, flowing = _zero_masks(share, meters, zones, settings)
+    # Rules run only on the meters they may report: their alarms are masked to the bins where
+    # the meter is of their family, and each meter's state is its own.
     rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or m.normally_zero is not True)
-            and not (settings.balance.enabled and m.id in zones)]
+            and not (settings.balance.enabled and m.id in zones)
+            and (s_n.normally_zero_meters or flowing[i].any())]
     if s_n.enabled and rows:
         alarm = _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h,
                             s_n.allowance_rel, demand=True)
@@ -81,7 +84,8 @@ def detect(
             alarm if s_n.normally_zero_meters else _only(alarm, flowing[rows]),
             [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
             price_per_m3, settings.min_rate_m3h))
-    rows = [i for i, m in enumerate(meters) if s_c.all_meters or m.normally_zero is not False]
+    rows = [i for i, m in enumerate(meters)
+            if s_c.all_meters or (m.normally_zero is not False and zero[i].any())]
     if s_c.enabled and rows:
         dawn = None if s_c.night_run_h is None else night_ends(cal.hour, step,
                                                                 (s_n.start_h, s_n.end_h))
