@@ -1,7 +1,7 @@
 """Noisy meters that never stop: false incidents without a leak, and leaks found with one.
 
 Usage: ``.venv/bin/python benchmarks/leak_eval_noise.py [--meters 60] [--days 365] [--step-min 60]
-[--ramp-days 0]``
+[--ramp-days 0] [--scale 1]``
 
 The simulated campus's night flow is smooth, so it cannot show how often a night rule cries wolf
 on a real building whose hourly use is noisy. Each meter here is a never-zero building (0.2 m³/h
@@ -42,8 +42,8 @@ from meterd.leaks.engine import MeterInfo, detect
 T0 = 1_735_689_600  # 2025-01-01 00:00 UTC, a Wednesday
 
 
-def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1, per_hour: int = 1
-                 ) -> FloatArray:
+def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1, per_hour: int = 1,
+                 scale: float = 1.0) -> FloatArray:
     rng = np.random.default_rng(seed)
     t_days = np.arange(days * 24 * per_hour) / (24 * per_hour)
     hour = np.arange(days * 24 * per_hour) // per_hour % 24
@@ -76,7 +76,7 @@ def noisy_meters(kind: str, n_meters: int, days: int, seed: int = 1, per_hour: i
         "weekly ±5 %, 1 %": lambda: level * cycle(7, 0.05) * (1 + 0.01 * rng.standard_normal(shape)),
         "district, LeakDB-like": district,
     }
-    return np.round(noise[kind](), 3)
+    return np.round(noise[kind]() * scale, 3)
 
 
 LEAK_M3H = (0.01, 0.02, 0.04, 0.1)
@@ -84,14 +84,14 @@ KINDS = ("uniform 0–20 L/h", "Gaussian 5 %", "lognormal 10 %", "yearly ±20 %,
          "weekly ±5 %, 1 %", "district, LeakDB-like")
 
 
-def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1, ramp_days: float = 0.0
-               ) -> tuple[FloatArray, list[tuple[float, int]]]:
+def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1, ramp_days: float = 0.0,
+               scale: float = 1.0) -> tuple[FloatArray, list[tuple[float, int]]]:
     """``flow`` with one leak per meter, and each leak's (m³/h, onset hour): a step, or with
     ``ramp_days`` an incipient leak growing linearly to its size over that many days."""
     rng = np.random.default_rng(seed)
     out, truth = flow.copy(), []
     for m in range(flow.shape[0]):
-        rate, onset = LEAK_M3H[m % len(LEAK_M3H)], int(rng.integers(60 * 24, 300 * 24))
+        rate, onset = LEAK_M3H[m % len(LEAK_M3H)] * scale, int(rng.integers(60 * 24, 300 * 24))
         out[m] += leak_flow(flow.shape[1], onset * per_hour, rate, ramp_days * 24 * per_hour)
         truth.append((rate, onset))
     return np.round(out, 3), truth
@@ -117,6 +117,9 @@ def main(argv: list[str] | None = None) -> int:
                     help="incipient leaks: grow linearly to their size over this many days")
     ap.add_argument("--step-min", type=int, choices=(15, 30, 60), default=60,
                     help="reading interval, minutes (LeakDB's is 30)")
+    ap.add_argument("--scale", type=float, default=1.0,
+                    help="multiply every flow and leak (1000: a LeakDB-sized inflow), to check "
+                         "that no absolute threshold decides")
     args = ap.parse_args(argv)
     settings = load_settings(args.leaks)
     per_hour = 60 // args.step_min
@@ -130,15 +133,17 @@ def main(argv: list[str] | None = None) -> int:
         "LeakDB MNF reference": lambda f: episodes(leakdb_reference(f, cal.hour, grid.step_s),
                                                    ids, grid),
     }
-    sizes = " | ".join(f"{r * 1000:g} L/h" for r in LEAK_M3H)
+    sizes = " | ".join(f"{r * args.scale * 1000:g} L/h" for r in LEAK_M3H)
     print(f"{args.meters} never-zero meters x {args.days} days, read every {args.step_min} min; "
           "false = incidents per meter-month without a leak; found per leak size (5-50 % of the "
           "night flow); median delay h\n")
     print(f"| noise | method | false | {sizes} | median delay h | median delay h, leaks both "
           "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
+    sizes_m3h = [r * args.scale for r in LEAK_M3H]
     for kind in KINDS:
-        flow = noisy_meters(kind, args.meters, args.days, per_hour=per_hour)
-        leaky, truth = with_leaks(flow, per_hour=per_hour, ramp_days=args.ramp_days)
+        flow = noisy_meters(kind, args.meters, args.days, per_hour=per_hour, scale=args.scale)
+        leaky, truth = with_leaks(flow, per_hour=per_hour, ramp_days=args.ramp_days,
+                                  scale=args.scale)
         zones = Zones(leaky, [], grid, cal)
         res = {name: (len(m(flow)) / months, found_delays(m(leaky), zones, truth,
                                                                    args.ramp_days))
@@ -146,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
         both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
         for name, (false, delays) in res.items():
             cells = [f"{sum(d is not None for d, (r, _) in zip(delays, truth, strict=True) if r == size)}"
-                     f"/{sum(r == size for r, _ in truth)}" for size in LEAK_M3H]
+                     f"/{sum(r == size for r, _ in truth)}" for size in sizes_m3h]
             got = [d for d in delays if d is not None]
             paired = [d for d, b in zip(delays, both, strict=True) if b and d is not None]
             med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
