@@ -308,7 +308,7 @@ def weekly_lift(mnf: FloatArray, weekday: IntArray, kind: IntArray, weeks: int =
     weekday, kind : array of int, shape (n_nights,)
         Weekday (0 = Monday) and kind (:func:`day_classes`) of each night.
     weeks : int
-        Same-weekday nights behind each estimate (from two).
+        Same-weekday nights behind each estimate (from one).
     z : float
         Standard errors taken off each estimate, so noise alone lifts (nearly) nothing.
     min_lift : float
@@ -357,7 +357,7 @@ def weekly_lift(mnf: FloatArray, weekday: IntArray, kind: IntArray, weeks: int =
         if prev.size:
             k = np.sum(~np.isnan(dev[:, prev]), axis=1)
             p = nanmedian_rows(dev[:, prev]) - z * 1.25 * sigma / np.sqrt(np.maximum(k, 1))
-            p = np.where(k >= 2, np.nan_to_num(p), 0.0)
+            p = np.where(k >= 1, np.nan_to_num(p), 0.0)
             out[:, d] = np.exp(np.where(p >= min_lift, p, 0.0))
     return out
 

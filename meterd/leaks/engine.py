@@ -138,6 +138,8 @@ def _steps(flow: FloatArray, never_quiet: BoolArray, cal: LocalCalendar, setting
     night = (settings.night.start_h, settings.night.end_h)
     rows = [i for i in range(flow.shape[0]) if never_quiet[i].any()]
     where = never_quiet[rows] & steady_flow(flow[rows], step_s, s_s.steady, s_s.steady_min_m3h)
+    keep = where.any(axis=1)  # a trickling household never is: skip its CUSUM
+    rows, where = [r for r, k in zip(rows, keep, strict=True) if k], where[keep]
     alarm = detect_bursts(flow[rows], step_s, s_b.weeks, s_b.min_weeks, s_b.k, s_s.h,
                           s_s.min_sigma_m3h, 0.0, close_bins=s_b.close_bins, method=s_b.method,
                           rel_sigma=s_s.rel_sigma, rel_excess=s_s.rel_excess,
