@@ -357,7 +357,7 @@ def weekly_lift(mnf: FloatArray, weekday: IntArray, kind: IntArray, weeks: int =
         if prev.size:
             k = np.sum(~np.isnan(dev[:, prev]), axis=1)
             p = nanmedian_rows(dev[:, prev]) - z * 1.25 * sigma / np.sqrt(np.maximum(k, 1))
-            p = np.where(k >= 1, np.nan_to_num(p), 0.0)
+            p = np.nan_to_num(p)  # no known night of the weekday, or no spread yet: no lift
             out[:, d] = np.exp(np.where(p >= min_lift, p, 0.0))
     return out
 
@@ -396,6 +396,11 @@ class _Elasticity:
     The least-squares slope decides whether MNF follows D at all (``MIN_SLOPE``); its size is
     the reduced major axis slope, sd(log MNF) / sd(log D) (Ricker 1973), because the noise in
     D biases the least-squares slope towards 0 and the baseline then lags the season.
+
+    References
+    ----------
+    .. [1] Ricker, W. E. (1973). "Linear regressions in fishery research". Journal of the
+       Fisheries Research Board of Canada 30(3), 409–434.
     """
 
     MIN_FIT = 14  # nights before the slope is trusted
