@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from meterd.analysis.hourly import Grid, local_calendar
+from meterd.analysis.incidents import Alarm, until_first
 from meterd.analysis.night_flow import day_classes, detect_night_flow, weekly_lift
 from meterd.analysis.zero_use import steady_flow
 from meterd.leaks.config import LeaksConfig, NightFlowSettings, StepSettings
@@ -457,3 +458,15 @@ def test_steps_leave_meters_that_stop_or_are_not_steady_alone() -> None:
     incs = detect(np.concatenate([household, trickle]), grid, local_calendar(grid, "UTC"),
                   meters, LeaksConfig())
     assert not any("step_change" in i.detectors for i in incs)
+
+
+def test_a_provisional_alarm_ends_at_the_first_verdict_inside_it() -> None:
+    active = np.zeros((2, 12), dtype=bool)
+    active[0, 2:9] = True  # runs over the verdict at bin 5
+    active[1, 6:8] = True  # no verdict inside: kept whole
+    alarm = Alarm("step_change", active, np.ones((2, 12), np.float32), np.zeros((2, 12), np.int32))
+    ends = np.zeros(12, dtype=bool)
+    ends[[5, 10]] = True
+    cut = until_first(alarm, ends)
+    assert np.flatnonzero(cut.active[0]).tolist() == [2, 3, 4, 5]
+    assert np.flatnonzero(cut.active[1]).tolist() == [6, 7]

@@ -189,4 +189,3 @@ def _sorted4(x: NDArray[np.float32]) -> NDArray[np.float32]:
     mid1, mid2 = np.maximum(lo1, lo2), np.minimum(hi1, hi2)
     return np.stack([np.minimum(lo1, lo2), np.minimum(mid1, mid2), np.maximum(mid1, mid2),
                      np.maximum(hi1, hi2)])
-

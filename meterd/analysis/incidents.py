@@ -192,6 +192,7 @@ def until_first(alarm: Alarm, ends: BoolArray) -> Alarm:
         starts = np.flatnonzero(row & ~np.r_[False, row[:-1]])
         stops = np.flatnonzero(row & ~np.r_[row[1:], False])
         for a, b in zip(starts, stops, strict=True):
-            cut = idx[np.searchsorted(idx, a)] if np.searchsorted(idx, a) < idx.size else b
-            row[min(cut, b) + 1 : b + 1] = False
+            i = int(np.searchsorted(idx, a))
+            cut = min(int(idx[i]), b) if i < idx.size else b
+            row[cut + 1 : b + 1] = False
     return Alarm(alarm.kind, active, alarm.excess, alarm.start_lag)
