@@ -191,7 +191,7 @@ def until_first(alarm: Alarm, ends: BoolArray) -> Alarm:
         row = active[m]
         starts = np.flatnonzero(row & ~np.r_[False, row[:-1]])
         stops = np.flatnonzero(row & ~np.r_[row[1:], False])
-        for a, b in zip(starts, stops, strict=True):
+        for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
             i = int(np.searchsorted(idx, a))
             cut = min(int(idx[i]), b) if i < idx.size else b
             row[cut + 1 : b + 1] = False
