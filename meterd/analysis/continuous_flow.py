@@ -7,16 +7,10 @@ Canteens after hours, toilet blocks and dormitory rooms behave like that, so the
 
 from __future__ import annotations
 
-from typing import TypeVar
-
 import numpy as np
-from numpy.typing import NDArray
-from scipy.ndimage import minimum_filter1d
 
-from meterd.analysis.hourly import BoolArray, FloatArray
+from meterd.analysis.hourly import BoolArray, FloatArray, rolling_min
 from meterd.analysis.incidents import Alarm
-
-_T = TypeVar("_T", np.float32, np.float64, np.uint8)
 
 
 def detect_continuous_flow(
@@ -91,10 +85,10 @@ def detect_continuous_flow(
     # float32 rounding is monotone, so the float32 minimum equals the float64 minimum rounded.
     vals = flow.astype(np.float32)
     vals[np.isnan(flow)] = np.inf
-    floor = _rolling_min(vals, win)
+    floor = rolling_min(vals, win)
     if night_end is not None:
         # Latched at dawn before a full window: the floor is that of the run so far.
-        floor = np.where(no_quiet, floor, _rolling_min(vals, run_need))
+        floor = np.where(no_quiet, floor, rolling_min(vals, run_need))
     excess = np.where(active & np.isfinite(floor), floor, np.float32(0.0))
     return Alarm("continuous_flow", active, excess, lag)
 
@@ -102,16 +96,7 @@ def detect_continuous_flow(
 def quiet_period_ends(quiet: BoolArray, qlen: int) -> BoolArray:
     """Bins that end a run of at least ``qlen`` quiet bins (axis 1); none before the first
     ``qlen`` bins, whose past is unknown."""
-    return _rolling_min(np.ascontiguousarray(quiet).view(np.uint8), qlen, fill=0).view(bool)
-
-
-def _rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
-    """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start."""
-    if width <= 1:
-        return x.copy()
-    # The window of bin i is [i - width + 1, i]: shift scipy's centred window back.
-    return np.asarray(minimum_filter1d(x, width, axis=1, mode="constant", cval=fill,
-                                       origin=(width - 1) // 2))
+    return rolling_min(np.ascontiguousarray(quiet).view(np.uint8), qlen, fill=0).view(bool)
 
 
 def vendor_rule(flow: FloatArray, step_s: int = 3600) -> Alarm:

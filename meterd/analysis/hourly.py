@@ -10,14 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 import numpy as np
 from numpy.typing import NDArray
+from scipy.ndimage import minimum_filter1d
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
+_T = TypeVar("_T", np.float32, np.float64, np.uint8)
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,6 +148,16 @@ def rolling_mean(flow: FloatArray, width: int) -> FloatArray:
     out[..., width - 1 :] /= width
     out[bad > 0] = np.nan
     return out
+
+
+def rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
+    """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start.
+    O(n) (van Herk / Gil-Werman in scipy), whatever the width."""
+    if width <= 1:
+        return x.copy()
+    # The window of bin i is [i - width + 1, i]: shift scipy's centred window back.
+    return np.asarray(minimum_filter1d(x, width, axis=1, mode="constant", cval=fill,
+                                       origin=(width - 1) // 2))
 
 
 def nanmedian_rows(x: FloatArray) -> FloatArray:

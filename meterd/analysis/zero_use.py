@@ -10,10 +10,9 @@ not have to tag each one, and a meter's behaviour is in its own data, so meterd 
 from __future__ import annotations
 
 import numpy as np
-from scipy.ndimage import minimum_filter1d
 
 from meterd.analysis.continuous_flow import quiet_period_ends
-from meterd.analysis.hourly import BoolArray, FloatArray, IntArray, rolling_mean
+from meterd.analysis.hourly import BoolArray, FloatArray, IntArray, rolling_mean, rolling_min
 
 
 def quiet_day_share(
@@ -102,7 +101,6 @@ def steady_flow(flow: FloatArray, step_s: int = 3600, ratio: float = 0.2,
     """
     width = max(1, round(hours * 3600 / step_s))
     mean = rolling_mean(flow, width)
-    low = minimum_filter1d(np.where(np.isnan(flow), np.inf, flow), width, axis=1,
-                           origin=(width - 1) // 2, mode="nearest")  # trailing minimum
+    low = rolling_min(np.where(np.isnan(flow), np.inf, flow), width)
     with np.errstate(invalid="ignore"):
         return np.asarray((low >= np.maximum(ratio * mean, min_m3h)) & (mean > 0), dtype=bool)
