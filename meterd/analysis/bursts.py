@@ -116,9 +116,13 @@ def detect_bursts(
         valid_blk = enough & ~r_nan
         rz_blk = np.nan_to_num(r_blk)
         absr_blk = np.abs(rz_blk)
-        level = np.nan_to_num(np.asarray(base, dtype=np.float64))
-        big_blk = rz_blk > np.maximum(min_excess_m3h, rel_excess * level)
-        floor_blk = np.maximum(min_sigma_m3h, rel_sigma * level)
+        if rel_excess or rel_sigma:
+            level = np.nan_to_num(np.asarray(base, dtype=np.float64))
+            big_blk = rz_blk > np.maximum(min_excess_m3h, rel_excess * level)
+            floor_blk = np.maximum(min_sigma_m3h, rel_sigma * level)
+        else:  # absolute floors only (bursts): no per-bin floor arrays on the hot path
+            big_blk = rz_blk > min_excess_m3h
+            floor_blk = np.full((rz_blk.shape[0], 1), min_sigma_m3h)
         x_ok_blk = ~np.isnan(x_blk)
         for j in range(t1 - t0):
             t = t0 + j
