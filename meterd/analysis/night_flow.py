@@ -493,8 +493,8 @@ class _DayScale:
         """Record night ``d``: its D for the learnt ``rows`` (at ``slots`` of kind ``c``), and
         its (log D, log MNF, alarm share) for the fit where it was calm or in an alarm."""
         self.alarmed[:, d] = np.where(self.known[:, d], alarmed, np.nan)
-        share = _trailing_nanmean(self.alarmed[:, max(0, d + 1 - self.WEEK) : d + 1],
-                                  self.WEEK)[:, -1]
+        week = self.alarmed[:, max(0, d + 1 - self.WEEK) : d + 1]
+        share = np.nansum(week, axis=1) / np.maximum(np.sum(~np.isnan(week), axis=1), 1)
         self.hist[c, rows, slots] = self.use[rows, d]
         on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
                             & ~np.isnan(self.log_x[:, d]))
