@@ -28,6 +28,7 @@ class NightFlowSettings(_Section):
     allowance_m3h: float = Field(default=0.0015, ge=0)  # legitimate night use + resolution
     allowance_rel: float = Field(default=0.05, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
+    mad_efficiency: float | None = Field(default=0.37, gt=0, le=1)  # widen k_mad for few nights; false: off
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
     strong_factor: float | None = Field(default=1.5, gt=1)  # net > this × allowance opens at once
     early: bool = False  # flag a strong night from its running minimum, before the window ends
@@ -35,13 +36,13 @@ class NightFlowSettings(_Section):
     learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
     cusum_k: float = Field(default=0.5, ge=0)  # CUSUM of nightly net flow, in allowances
     cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
-    spread_days: int | None = Field(default=None, ge=3, le=365)  # nights behind the MAD; None: window_days
+    spread_days: int | None = Field(default=56, ge=3, le=365)  # calm nights behind the MAD; None: window_days
     day_scaling: bool = True  # scale the baseline by the day's use where the night follows it
     scaling_days: int = Field(default=56, ge=14, le=365)  # calm and alarmed nights behind that fit
     weekday_profile: bool = True  # lift the baseline on weekdays whose nights run higher
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
 
-    @field_validator("strong_factor", "cusum_h", mode="before")
+    @field_validator("strong_factor", "cusum_h", "mad_efficiency", mode="before")
     @classmethod
     def _false_is_off(cls, v: object) -> object:
         return None if v is False else v  # TOML has no null: `false` switches the rule off

@@ -170,7 +170,7 @@ def _night_flow(flow: FloatArray, grid: Grid, cal: LocalCalendar, settings: Leak
         allowance_m3h, allowance_rel, s_n.k_mad, s_n.persist_nights, s_n.strong_factor, s_n.early,
         kinds, s_n.learn_margin, None if s_n.cusum_h is None else (s_n.cusum_k, s_n.cusum_h),
         s_n.spread_days, s_n.scaling_days if demand and s_n.day_scaling else None,
-        cal.weekday if demand and s_n.weekday_profile else None)
+        cal.weekday if demand and s_n.weekday_profile else None, s_n.mad_efficiency)
 
 
 def _rounding_allowance(s_z: BalanceSettings, n_children: list[int]) -> FloatArray:
