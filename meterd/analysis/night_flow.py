@@ -558,16 +558,16 @@ def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int
 
 
 def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
-              allowance_m3h: float | FloatArray, allowance_rel: float, k_mad: FloatArray
+              allowance_m3h: float | FloatArray, allowance_rel: float, k_by_n: FloatArray
               ) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Enough history, robust baseline (median of the learnt nights ``hist``) and allowance (its
-    MAD term from ``spread``, the calm nights, ``k_mad`` MADs by their number) per meter."""
+    MAD term from ``spread``, the calm nights, ``k_by_n`` MADs for their number) per meter."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     base = nanmedian_rows(hist)  # NaN before the first learnt night
     mid = nanmedian_rows(spread)
     mad = nanmedian_rows(np.abs(spread - mid[:, None]))
     allow = np.maximum(allowance_m3h, allowance_rel * np.nan_to_num(base))
-    k = k_mad[np.sum(~np.isnan(spread), axis=1)]
+    k = k_by_n[np.sum(~np.isnan(spread), axis=1)]
     return enough, base, np.maximum(allow, k * 1.4826 * np.nan_to_num(mad))
 
 
@@ -597,6 +597,7 @@ def mad_multiplier(k: float, max_n: int, efficiency: float | None = 0.37) -> Flo
     out = np.full(n.size, float(k))
     if efficiency is not None and k > 0 and max_n >= 2:
         out[2:] = stats.t.ppf(stats.norm.cdf(k), efficiency * (n[2:] - 1.0))
+    out.setflags(write=False)  # cached: shared by every caller
     return out
 
 
