@@ -253,19 +253,22 @@ def test_a_night_without_data_keeps_the_last_excess_of_an_open_alarm() -> None:
     assert alarm.excess[0, 34 * 24 + 5] == alarm.excess[0, 34 * 24 + 4]
 
 
-def test_a_noisy_building_without_a_leak_seldom_raises_a_night_incident() -> None:
-    """Hourly noise of 5 % on a never-zero building (benchmarks/leak_eval_noise.py): the spread
-    of learnt nights alone shrank the allowance in a spiral, and the running minimum of the first
-    night hours looked like a leak; together 1.2 false incidents per meter-month."""
-    rng = np.random.default_rng(1)
-    days, n_m = 365, 20
+def noisy_buildings(seed: int, days: int = 365, n_m: int = 20
+                    ) -> tuple[np.ndarray, Grid, list[MeterInfo]]:
+    """Never-zero buildings with 5 % hourly noise (benchmarks/leak_eval_noise.py)."""
     hour = np.arange(days * 24) % 24
-    flow = np.round((0.2 + 0.3 * ((hour >= 7) & (hour < 22))) * (1 + 0.05 * rng.standard_normal(
-        (n_m, hour.size))), 3)
-    grid = Grid(T0, days * 24)
-    incs = detect(flow, grid, local_calendar(grid, "UTC"),
-                  [MeterInfo(f"b{i}") for i in range(n_m)], LeaksConfig())
-    assert len(incs) / (n_m * days / 30.4) < 0.15
+    noise = 1 + 0.05 * np.random.default_rng(seed).standard_normal((n_m, hour.size))
+    flow = np.round((0.2 + 0.3 * ((hour >= 7) & (hour < 22))) * noise, 3)
+    return flow, Grid(T0, days * 24), [MeterInfo(f"b{i}") for i in range(n_m)]
+
+
+def test_a_noisy_building_without_a_leak_seldom_raises_a_night_incident() -> None:
+    """The spread of learnt nights alone shrank the allowance in a spiral, and the running
+    minimum of the first night hours looked like a leak; together 1.2 false incidents per
+    meter-month."""
+    flow, grid, meters = noisy_buildings(1)
+    incs = detect(flow, grid, local_calendar(grid, "UTC"), meters, LeaksConfig())
+    assert len(incs) / (len(meters) * 365 / 30.4) < 0.15
 
 
 def test_the_allowance_widens_for_a_mad_of_few_nights() -> None:
@@ -279,19 +282,14 @@ def test_the_allowance_widens_for_a_mad_of_few_nights() -> None:
 
 
 def test_most_false_night_incidents_of_a_noisy_building_were_a_mad_of_few_nights() -> None:
-    """The noisy building above with 14 nights behind a plain ``k_mad`` (session 8's default),
-    and with 56 and the MAD's own error allowed for (session 9's)."""
-    rng = np.random.default_rng(2)
-    days, n_m = 365, 20
-    hour = np.arange(days * 24) % 24
-    flow = np.round((0.2 + 0.3 * ((hour >= 7) & (hour < 22))) * (1 + 0.05 * rng.standard_normal(
-        (n_m, hour.size))), 3)
-    grid = Grid(T0, days * 24)
-    cal, meters = local_calendar(grid, "UTC"), [MeterInfo(f"b{i}") for i in range(n_m)]
+    """Noisy buildings with 14 nights behind a plain ``k_mad`` (session 8's default), and
+    with 56 and the MAD's own error allowed for (session 9's)."""
+    flow, grid, meters = noisy_buildings(2)
+    cal = local_calendar(grid, "UTC")
     old = detect(flow, grid, cal, meters, LeaksConfig(night=NightFlowSettings(
         spread_days=None, mad_efficiency=None)))
     new = detect(flow, grid, cal, meters, LeaksConfig())
-    assert len(new) * 4 <= len(old) and len(new) / (n_m * days / 30.4) < 0.02
+    assert len(new) * 4 <= len(old) and len(new) / (len(meters) * 365 / 30.4) < 0.02
 
 
 def test_the_allowance_forgets_a_noisy_spell_after_spread_days() -> None:
