@@ -155,7 +155,11 @@ def test_bad_timezone(tmp_path):
 
 
 def test_leak_rules_switch_off_with_false_and_bad_values_are_named():
-    s = parse_leaks({"night": {"cusum_h": False, "strong_factor": False, "day_scaling": False}})
+    s = parse_leaks({"night": {"cusum_h": False, "strong_factor": False, "day_scaling": False,
+                               "mad_efficiency": False}})
     assert s.night.cusum_h is None and s.night.strong_factor is None and not s.night.day_scaling
+    assert s.night.mad_efficiency is None
     with pytest.raises(ConfigError, match=r"leaks\.night\.scaling_days"):
         parse_leaks({"night": {"scaling_days": 7}})
+    with pytest.raises(ConfigError, match=r"leaks\.night\.mad_efficiency"):
+        parse_leaks({"night": {"mad_efficiency": 1.5}})
