@@ -99,14 +99,34 @@ def with_leaks(flow: FloatArray, seed: int = 2, per_hour: int = 1, ramp_days: fl
 
 
 def found_delays(incidents: list[Incident], zones: Zones, truth: list[tuple[float, int]],
-                 ramp_days: float = 0.0) -> list[float | None]:
-    """Delay in hours from each onset to its meter's report, scored as the zone suite does
-    (within 14 days of the onset, plus the ramp)."""
+                 ramp_days: float = 0.0, prefix: str = "m") -> list[float | None]:
+    """Delay in hours from each onset to its meter's report (meter ``prefix`` + row), scored
+    as the zone suite does (within 14 days of the onset, plus the ramp)."""
     within = (14 + ramp_days) * 86400
     faults: list[dict[str, object]] = [
         {"kind": "leak", "rate": rate, "onset_s": float(zones.grid.t0_s + onset * 3600),
-         "accept": {f"m{m}"}, "within_s": within} for m, (rate, onset) in enumerate(truth)]
+         "accept": {f"{prefix}{m}"}, "within_s": within} for m, (rate, onset) in enumerate(truth)]
     return [h[2] for h in hits(lambda _z: incidents, zones, faults)]
+
+
+Scores = dict[str, tuple[int, list[float | None]]]  # method: (false incidents, delay per leak)
+
+
+def table_rows(kind: str, res: Scores, truth: list[tuple[float, int]], sizes_m3h: list[float],
+               months: float) -> list[str]:
+    """One Markdown row per method: false incidents, leaks found per size, median delays over
+    the leaks each found and over those every method found."""
+    both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
+    rows = []
+    for name, (false, delays) in res.items():
+        cells = [f"{sum(d is not None for d, (r, _) in zip(delays, truth, strict=True) if r == size)}"
+                 f"/{sum(r == size for r, _ in truth)}" for size in sizes_m3h]
+        got = [d for d in delays if d is not None]
+        paired = [d for d, b in zip(delays, both, strict=True) if b and d is not None]
+        med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
+        rows.append(f"| {kind} | {name} | {false / months:.3f} ({false}) | {' | '.join(cells)} | "
+                    f"{med} |")
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -147,17 +167,10 @@ def main(argv: list[str] | None = None) -> int:
         flow = noisy_meters(kind, args.meters, args.days, args.seed, per_hour, args.scale)
         leaky, truth = with_leaks(flow, args.seed + 1, per_hour, args.ramp_days, args.scale)
         zones = Zones(leaky, [], grid, cal)
-        res = {name: (len(m(flow)), found_delays(m(leaky), zones, truth, args.ramp_days))
-               for name, m in methods.items()}
-        both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
-        for name, (false, delays) in res.items():
-            cells = [f"{sum(d is not None for d, (r, _) in zip(delays, truth, strict=True) if r == size)}"
-                     f"/{sum(r == size for r, _ in truth)}" for size in sizes_m3h]
-            got = [d for d in delays if d is not None]
-            paired = [d for d, b in zip(delays, both, strict=True) if b and d is not None]
-            med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
-            print(f"| {kind} | {name} | {false / months:.3f} ({false}) | {' | '.join(cells)} | "
-                  f"{med} |")
+        res: Scores = {name: (len(m(flow)), found_delays(m(leaky), zones, truth,
+                                                         args.ramp_days))
+                       for name, m in methods.items()}
+        print("\n".join(table_rows(kind, res, truth, sizes_m3h, months)))
     return 0
 
 
