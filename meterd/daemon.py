@@ -9,9 +9,14 @@ import logging
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from meterd.config import Config, ConfigError, InfluxConfig, load_config
+
+if TYPE_CHECKING:
+    from datetime import datetime
+
+    from meterd.leaks.job import LeakJob
 
 log = logging.getLogger("meterd.daemon")
 
@@ -62,13 +67,20 @@ def _leak_task(cfg: Config, ingest: Any, stop: asyncio.Event) -> Awaitable[None]
     from meterd.sinks.influx.query import InfluxQL
 
     job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, ingest.write_lines, cfg.spool.dir / "leaks")
+    return _every(settings.interval_s, stop, leak_run(job, lambda: datetime.now(UTC)),
+                  "leak detection")
+
+
+def leak_run(job: LeakJob, clock: Callable[[], datetime]) -> Callable[[], Awaitable[None]]:
+    """One scheduled leak detection: ``job.run_once(clock())`` in a worker thread, so detection
+    over thousands of meters never blocks ingest on the event loop."""
 
     async def run() -> None:
-        changed = await asyncio.to_thread(job.run_once, datetime.now(UTC))
+        changed = await asyncio.to_thread(job.run_once, clock())
         log.info("leak detection ran: %d incidents opened or closed, %d open", len(changed),
                  len(job.open_incidents()))
 
-    return _every(settings.interval_s, stop, run, "leak detection")
+    return run
 
 
 async def run_daemon(cfg: Config, stop: asyncio.Event | None = None) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from datetime import UTC, datetime
 from pathlib import Path
@@ -13,6 +14,7 @@ import requests
 from meterd.analysis.hourly import Grid
 from meterd.cli import main
 from meterd.config import load_config
+from meterd.daemon import leak_run
 from meterd.leaks.engine import MeterInfo
 from meterd.leaks.io import fetch_flow
 from meterd.leaks.job import LeakJob
@@ -136,6 +138,19 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     assert len(series) == 1 and len(series[0]["values"]) == 1  # type: ignore[arg-type]
     row = dict(zip(series[0]["columns"], series[0]["values"][0], strict=True))  # type: ignore[call-overload]
     assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
+
+
+def test_the_daemon_runs_the_job_in_a_worker_thread(loaded: Path, tmp_path: Path) -> None:
+    """``meterd run`` creates the job on its event loop and runs it with ``asyncio.to_thread``.
+    sqlite3 ties a connection to the thread that made it, so until session 9 every scheduled
+    run failed ("SQLite objects created in a thread can only be used in that same thread"),
+    while the tests, which called ``run_once`` directly, passed."""
+    cfg = load_config(loaded)
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    for day, hour in ((25, 0), (26, 12)):  # as in the test above: the leak opens in between
+        when = datetime.fromtimestamp(T0 + (day * 24 + hour) * 3600, UTC)
+        asyncio.run(leak_run(job, lambda w=when: w)())
+    assert [i.meter for i in job.open_incidents()] == ["wc1"]
 
 
 def _job_events(influxd: InfluxServer, tmp_path: Path, meters: str, rows: list[str],

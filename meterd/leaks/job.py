@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
@@ -58,7 +59,11 @@ class LeakJob:
         self.query = query
         self.write_lines = write_lines
         Path(state_dir).mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(Path(state_dir) / "leaks.sqlite")
+        # The daemon creates the job on its event loop's thread and runs it in a worker thread
+        # (asyncio.to_thread), so the connection may not be tied to its creator; the lock keeps
+        # any two calls from using it at once.
+        self.db = sqlite3.connect(Path(state_dir) / "leaks.sqlite", check_same_thread=False)
+        self._lock = threading.Lock()
         self.db.executescript(SCHEMA)
         self.meters = water_meters(cfg)
         self.tags = meter_tags(cfg)
@@ -68,7 +73,8 @@ class LeakJob:
         return self.settings.interval_s
 
     def open_incidents(self) -> list[Incident]:
-        return [inc for _rid, inc in self._stored_open().values()]
+        with self._lock:
+            return [inc for _rid, inc in self._stored_open().values()]
 
     def _stored_open(self) -> dict[tuple[str, bool], tuple[int, Incident]]:
         """Open incidents by (meter, data quality?), with their row ids, in id order."""
@@ -78,6 +84,10 @@ class LeakJob:
 
     def run_once(self, now: datetime) -> list[Incident]:
         """Detect up to ``now``; return incidents opened or closed by this run (each once)."""
+        with self._lock:
+            return self._run(now)
+
+    def _run(self, now: datetime) -> list[Incident]:
         now_s = int(now.timestamp())
         s = self.settings
         stored = self._stored_open()
@@ -152,4 +162,5 @@ class LeakJob:
         return changed, events
 
     def close(self) -> None:
-        self.db.close()
+        with self._lock:
+            self.db.close()
