@@ -57,7 +57,8 @@ def main(argv: list[str] | None = None) -> int:
     flow = noisy_meters(kinds[0], args.meters, args.days, args.seed, per_hour)
     leaky, truth = with_leaks(flow, args.seed + 1, per_hour)
     zones = Zones(leaky, [], grid, local_calendar(grid, "UTC"))
-    local, ref = methods(settings)["meterd"], methods(settings)["LeakDB MNF reference"]
+    ms = methods(settings)
+    local, ref = ms["meterd"], ms["LeakDB MNF reference"]
     replay = MqttReplay(settings=settings)
     runs = {name: (m(flow, grid), m(leaky, grid)) for name, m in
             (("meterd via MQTT", replay), ("meterd in-process", local),

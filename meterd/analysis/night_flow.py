@@ -259,11 +259,12 @@ def detect_night_flow(
     lift = (None if weekday is None else
             weekly_lift(nights.mnf, _night_kinds(weekday, local_hour, step_s, night, n_n),
                         kind[:n_n]))
-    k = mad_multiplier(k_mad, spread.shape[2], mad_efficiency)  # per number of residuals
+    # Per number of residuals; spos counts those written, never NaN (calm nights only).
+    k = mad_multiplier(k_mad, spread.shape[2], mad_efficiency)
     for d in range(n_all):
         c = int(kind[d])
         enough, base, allow = _baseline(hist[c], spread[c], min_history, allowance_m3h,
-                                        allowance_rel, k)
+                                        allowance_rel, k[np.minimum(spos[c], spread.shape[2])])
         if d < n_n:
             if scale is not None:
                 base = scale.scaled(d, c, hist[c], base)
@@ -558,17 +559,16 @@ def _night_kinds(day_class: IntArray | None, local_hour: FloatArray, step_s: int
 
 
 def _baseline(hist: FloatArray, spread: FloatArray, min_history: int,
-              allowance_m3h: float | FloatArray, allowance_rel: float, k_by_n: FloatArray
+              allowance_m3h: float | FloatArray, allowance_rel: float, k_mad: FloatArray
               ) -> tuple[BoolArray, FloatArray, FloatArray]:
     """Enough history, robust baseline (median of the learnt nights ``hist``) and allowance (its
-    MAD term from ``spread``, the calm nights, ``k_by_n`` MADs for their number) per meter."""
+    MAD term from ``spread``, the calm nights: ``k_mad`` MADs, one factor per meter)."""
     enough = np.sum(~np.isnan(hist), axis=1) >= min_history
     base = nanmedian_rows(hist)  # NaN before the first learnt night
     mid = nanmedian_rows(spread)
     mad = nanmedian_rows(np.abs(spread - mid[:, None]))
     allow = np.maximum(allowance_m3h, allowance_rel * np.nan_to_num(base))
-    k = k_by_n[np.sum(~np.isnan(spread), axis=1)]
-    return enough, base, np.maximum(allow, k * 1.4826 * np.nan_to_num(mad))
+    return enough, base, np.maximum(allow, k_mad * 1.4826 * np.nan_to_num(mad))
 
 
 @lru_cache(maxsize=16)

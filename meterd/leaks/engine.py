@@ -68,8 +68,7 @@ def detect(
     s_c = settings.continuous
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
     zones = {m.parent for m in meters if m.parent is not None}
-    share = quiet_day_share(flow, cal.day, step, s_c.threshold_m3h, s_c.quiet_h,
-                            settings.zero_days, settings.zero_min_days)
+    share = _quiet_share(flow, cal, step, meters, zones, settings)
     zero, flowing = _zero_masks(share, meters, zones, settings)
     # Rules run only on the meters they may report: their alarms are masked to the bins where
     # the meter is of their family, and each meter's state is its own.
@@ -112,6 +111,21 @@ def detect(
         add(rows, detect_out_of_hours(flow[rows], empty, step, s_o.allowance_m3h, s_o.min_hours))
     return hold_open(merge_overlapping(found), round(settings.close_after_h * 3600),
                      grid.t0_s + grid.n * grid.step_s)
+
+
+def _quiet_share(flow: FloatArray, cal: LocalCalendar, step_s: int,
+                 meters: Sequence[MeterInfo], parents: set[str], settings: LeaksConfig
+                 ) -> FloatArray:
+    """:func:`quiet_day_share` of the meters that need it (NaN for the rest): ``"auto"`` ones
+    (:func:`_zero_masks`) and, with ``[leaks.steps]`` on, every meter (:func:`_steps`)."""
+    s_c = settings.continuous
+    rows = [i for i, m in enumerate(meters) if settings.steps.enabled
+            or (m.normally_zero is None and m.id not in parents)]
+    share = np.full(flow.shape, np.nan)
+    if rows:
+        share[rows] = quiet_day_share(flow[rows], cal.day, step_s, s_c.threshold_m3h,
+                                      s_c.quiet_h, settings.zero_days, settings.zero_min_days)
+    return share
 
 
 def _zero_masks(share: FloatArray, meters: Sequence[MeterInfo], parents: set[str],
