@@ -37,6 +37,7 @@ from leak_eval_zones import Zones
 from leak_replay_mqtt import MqttReplay, same_incidents
 
 from meterd.analysis.hourly import Grid, local_calendar
+from meterd.analysis.incidents import Incident
 from meterd.leaks.config import LeaksConfig
 
 
@@ -72,8 +73,15 @@ def main(argv: list[str] | None = None) -> int:
           "found |\n|---|---|---|" + "---|" * len(LEAK_M3H) + "---|---|")
     print("\n".join(table_rows(kinds[0], res, truth, list(LEAK_M3H),
                                args.meters * args.days / 30.4)))
-    diffs = [d for i in (0, 1) for d in same_incidents(runs["meterd in-process"][i],
-                                                       runs["meterd via MQTT"][i])]
+    return compare_replay([runs["meterd in-process"][i] for i in (0, 1)],
+                          [runs["meterd via MQTT"][i] for i in (0, 1)], replay)
+
+
+def compare_replay(local: list[list[Incident]], replayed: list[list[Incident]],
+                   replay: MqttReplay) -> int:
+    """Print the replay's stats and whether its incidents are the in-process ones; 1 when a
+    detection differs (meter, type, start, detected_at, end or detectors)."""
+    diffs = [d for a, b in zip(local, replayed, strict=True) for d in same_incidents(a, b)]
     for s in replay.stats:
         print(f"- replay: {s.meters} meters, {s.readings} readings, {s.nan_mismatch_bins} "
               f"NaN-pattern mismatches, max |flow diff| {s.max_abs_flow_diff_m3h:.2e} m³/h, "
@@ -89,7 +97,6 @@ def main(argv: list[str] | None = None) -> int:
     else:
         print("\nDIFFERENT:\n" + "\n".join(diffs[:20]))
     return 1 if timing else 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -35,6 +35,7 @@ def detect_bursts(
     rel_excess: float = 0.0,
     persist_bins: int = 1,
     kind: str = "burst",
+    spread_slots: int = 1,
 ) -> Alarm:
     """Alarm on flow persistently above the meter's own hour-of-week baseline.
 
@@ -74,6 +75,12 @@ def detect_bursts(
         a leak stays, an hour at a hydrant does not.
     kind : str
         Incident type of the alarm.
+    spread_slots : int
+        1: one running spread per meter. More: one per bin of the day (``spread_slots`` =
+        bins per day), each updated once a day with weight ``max(scale_alpha, 1 / updates)``.
+        Where the noise scales with the flow, as on a district inflow, the night is three
+        times quieter than the peaks, and one spread for every hour hides a night-time step
+        the size of a peak hour's noise (session 10, ``leak_eval_leakdb.py``).
 
     Returns
     -------
@@ -98,7 +105,8 @@ def detect_bursts(
     excess = np.zeros((n, n_m), dtype=np.float32)
     start_lag = np.zeros((n, n_m), dtype=np.int32)
     stat = np.zeros(n_m)
-    spread = np.full(n_m, np.nan)
+    spread = np.full((spread_slots, n_m), np.nan)
+    updates = np.zeros((spread_slots, n_m))
     since_zero = np.zeros(n_m, dtype=np.int64)
     big_run = np.zeros(n_m, dtype=np.int64)
     calm = np.zeros(n_m, dtype=np.int64)
@@ -127,7 +135,9 @@ def detect_bursts(
         for j in range(t1 - t0):
             t = t0 + j
             rz = rz_blk[j]
-            sigma = np.maximum(1.25 * np.nan_to_num(spread, nan=min_sigma_m3h), floor_blk[j])
+            slot = t % spread_slots
+            sigma = np.maximum(1.25 * np.nan_to_num(spread[slot], nan=min_sigma_m3h),
+                               floor_blk[j])
             z = np.where(valid_blk[j], rz / sigma, 0.0)
             if method == "cusum":
                 stat = np.maximum(0.0, stat + z - k)
@@ -150,9 +160,15 @@ def detect_bursts(
             clean[pad + t] = np.where(normal, x_blk[j], base[j])
             upd = normal & ~r_nan[j]
             absr = absr_blk[j]
-            spread = np.where(upd, np.where(np.isnan(spread), absr,
-                                            (1 - scale_alpha) * spread + scale_alpha * absr),
-                              spread)
+            sp = spread[slot]
+            if spread_slots > 1:  # a running mean until 1 / scale_alpha days, then EWMA
+                updates[slot] += upd
+                alpha: float | FloatArray = np.maximum(scale_alpha,
+                                                       1.0 / np.maximum(updates[slot], 1.0))
+            else:
+                alpha = scale_alpha
+            spread[slot] = np.where(upd, np.where(np.isnan(sp), absr,
+                                                  (1 - alpha) * sp + alpha * absr), sp)
     return Alarm(kind, np.ascontiguousarray(active.T), np.ascontiguousarray(excess.T),
                  np.ascontiguousarray(start_lag.T))
 

@@ -120,7 +120,9 @@ def merge_overlapping(incidents: list[Incident]) -> list[Incident]:
     """One incident per leak: detections on the same meter that overlap in time are merged.
 
     The earliest detection keeps its type, start and ``detected_at``; later detectors of the same
-    leak are listed in ``detectors`` and extend its end. Data-quality incidents never merge into
+    leak are listed in ``detectors`` and extend its end. Rate, volume and cost are those of the
+    detection that saw the most water: a short provisional step alarm, tripped on the noisiest
+    bins, overstated the rate of the night-flow incident it joined when the largest rate won. Data-quality incidents never merge into
     leaks, so a stopped meter is not reported as a leak and vice versa.
     """
     merged: list[Incident] = []
@@ -132,9 +134,8 @@ def merge_overlapping(incidents: list[Incident]) -> list[Incident]:
             if inc.type not in cur.detectors:
                 cur.detectors.append(inc.type)
             cur.end = None if inc.end is None or cur.end is None else max(cur.end, inc.end)
-            cur.rate_m3h = max(cur.rate_m3h, inc.rate_m3h)
-            cur.volume_m3 = max(cur.volume_m3, inc.volume_m3)
-            cur.cost = max(cur.cost, inc.cost)
+            if inc.volume_m3 > cur.volume_m3:  # amounts of one detection, the one that saw most
+                cur.rate_m3h, cur.volume_m3, cur.cost = inc.rate_m3h, inc.volume_m3, inc.cost
             continue
         copy = Incident(**{**inc.to_dict(), "detectors": list(inc.detectors)})
         merged.append(copy)

@@ -415,11 +415,13 @@ class _Elasticity:
 
     MIN_FIT = 14  # nights before the slope is trusted
     MIN_SLOPE = 0.3  # least-squares slope below this: day use varies on its own (a building)
+    MAX_ALARMED = 0.25  # alarm share of the window above which the last calmer slope is kept
 
     def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
         self.vals = np.zeros((3, n_kinds, n_m, size))  # u, x, s
         self.pos = np.zeros((n_kinds, n_m), dtype=np.int64)
         self.sums = np.zeros((n_kinds, 10, n_m))  # n, Σu, Σx, Σs, Σuu, Σux, Σus, Σxs, Σss, Σxx
+        self.held = np.full(n_m, np.nan)  # the last trusted slope of a full window
 
     @staticmethod
     def _terms(u: FloatArray, x: FloatArray, s: FloatArray) -> FloatArray:
@@ -450,6 +452,21 @@ class _Elasticity:
         var_u = np.where(var_u > 1e-12 * total, var_u, np.inf)
         follows = (total >= self.MIN_FIT) & (cov / var_u >= self.MIN_SLOPE)
         return np.where(follows, np.clip(np.sqrt(np.maximum(var_x, 0.0) / var_u), 0.0, 1.0), 0.0)
+
+    def beta(self) -> FloatArray:
+        """:meth:`slope`, held where it cannot be trusted. Once a full window of calm nights
+        (alarm share at most ``MAX_ALARMED``) has shown that MNF follows D, the meter is one
+        whose night follows its day (a district inflow), and a leak does not change that: while
+        the window is not calm, or the slope falls below ``MIN_SLOPE``, the last trusted slope
+        is kept. The alarm share models a leak as a step, but an incipient leak is a ramp,
+        which the fit reads as (anti-)co-movement; without the hold, a ramp that ran against the
+        season, flagged or not, turned the scaling off, and the season's rise after the repair
+        opened false incidents (session 10, ``leak_eval_leakdb.py``)."""
+        now = self.slope()
+        n, s = self.sums[:, 0].sum(axis=0), self.sums[:, 3].sum(axis=0)
+        trusted = (s <= self.MAX_ALARMED * np.maximum(n, 1.0)) & (now > 0)
+        self.held = np.where(trusted & (n >= self.vals.shape[3]), now, self.held)
+        return np.where(trusted | np.isnan(self.held), now, self.held)
 
 
 class _DayScale:
@@ -483,6 +500,7 @@ class _DayScale:
         self.fit = _Elasticity(n_kinds, n_m, fit_days)
         self.alarmed = np.full(nights.mnf.shape, np.nan)  # per known night: 1 in an alarm
         self.known = ~np.isnan(nights.mnf)
+        self.beta = np.zeros(n_m)  # the fit's elasticity after the last learnt night
 
     def scaled(self, d: int, c: int, hist: FloatArray, base: FloatArray) -> FloatArray:
         """Night ``d``'s baseline: the median of the learnt nights ``hist`` (kind ``c``), each
@@ -490,7 +508,7 @@ class _DayScale:
         Scaling each night by its own D, not the median MNF by the median D, keeps the two in
         step while the window refills after an alarm."""
         out = base.copy()
-        beta = self.fit.slope()
+        beta = self.beta
         on = np.flatnonzero(beta > 0)  # most meters are buildings: skip their medians
         if on.size:
             with warnings.catch_warnings():
@@ -512,6 +530,7 @@ class _DayScale:
         on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
                             & ~np.isnan(self.log_x[:, d]))
         self.fit.add(c, on, self.log_u[on, d], self.log_x[on, d], share[on])
+        self.beta = self.fit.beta()
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:

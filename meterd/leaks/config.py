@@ -6,15 +6,19 @@ models below so a typo fails at load with the key named, like the rest of the co
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 from meterd.config import Config, ConfigError
 
 
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+# TOML has no null: `false` switches such a rule off (None).
+_OffFloat = Annotated[float | None, BeforeValidator(lambda v: None if v is False else v)]
 
 
 class NightFlowSettings(_Section):
@@ -28,24 +32,19 @@ class NightFlowSettings(_Section):
     allowance_m3h: float = Field(default=0.0015, ge=0)  # legitimate night use + resolution
     allowance_rel: float = Field(default=0.05, ge=0)  # extra allowance, fraction of the baseline
     k_mad: float = Field(default=3.0, ge=0)  # extra allowance in robust std devs
-    mad_efficiency: float | None = Field(default=0.37, gt=0, le=1)  # widen k_mad for few nights; false: off
+    mad_efficiency: _OffFloat = Field(default=0.37, gt=0, le=1)  # widen k_mad for few nights; false: off
     persist_nights: int = Field(default=2, ge=1)  # consecutive flagged nights to open
-    strong_factor: float | None = Field(default=1.5, gt=1)  # net > this × allowance opens at once
+    strong_factor: _OffFloat = Field(default=1.5, gt=1)  # net > this × allowance opens at once
     early: bool = False  # flag a strong night from its running minimum, before the window ends
     day_types: bool = True  # baseline from earlier nights of the same kind (weekday/weekend/break)
     learn_margin: float = Field(default=0.5, gt=0, le=1)  # learn only nights below base + this × allowance
     cusum_k: float = Field(default=0.5, ge=0)  # CUSUM of nightly net flow, in allowances
-    cusum_h: float | None = Field(default=2.0, gt=0)  # ... opens above this; None: off
+    cusum_h: _OffFloat = Field(default=2.0, gt=0)  # ... opens above this; None: off
     spread_days: int | None = Field(default=56, ge=3, le=365)  # calm nights behind the MAD; None: window_days
     day_scaling: bool = True  # scale the baseline by the day's use where the night follows it
     scaling_days: int = Field(default=56, ge=14, le=365)  # calm and alarmed nights behind that fit
     weekday_profile: bool = True  # lift the baseline on weekdays whose nights run higher
     normally_zero_meters: bool = False  # also run on normally_zero meters (continuous covers them)
-
-    @field_validator("strong_factor", "cusum_h", "mad_efficiency", mode="before")
-    @classmethod
-    def _false_is_off(cls, v: object) -> object:
-        return None if v is False else v  # TOML has no null: `false` switches the rule off
 
     @model_validator(mode="after")
     def _window(self) -> NightFlowSettings:
@@ -96,6 +95,8 @@ class StepSettings(_Section):
     persist_h: float = Field(default=2.0, gt=0)  # hours the step must have lasted to open
     steady: float = Field(default=0.2, ge=0, le=1)  # 24-h minimum at least this × 24-h mean
     steady_min_m3h: float = Field(default=0.02, ge=0)  # ... and at least this
+    # one spread per bin of the day, over about this many days; false: one for all hours
+    spread_days: _OffFloat = Field(default=10.0, gt=1)
 
 
 class BalanceSettings(_Section):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TypedDict
 
 import numpy as np
 
@@ -158,10 +159,20 @@ def _steps(flow: FloatArray, never_quiet: BoolArray, cal: LocalCalendar, setting
                           s_s.min_sigma_m3h, 0.0, close_bins=s_b.close_bins, method=s_b.method,
                           rel_sigma=s_s.rel_sigma, rel_excess=s_s.rel_excess,
                           persist_bins=max(1, round(s_s.persist_h * 3600 / step_s)),
-                          kind="step_change")
+                          kind="step_change", **_spread_by_hour(s_s.spread_days, step_s))
     # Provisional: the night that follows decides. Held on, a step alarm on a rise in
     # legitimate use would never close, as alarmed bins never enter the hour-of-week baseline.
     return rows, until_first(_only(alarm, where), night_ends(cal.hour, step_s, night))
+
+
+class _SpreadArgs(TypedDict, total=False):
+    spread_slots: int
+    scale_alpha: float
+
+
+def _spread_by_hour(days: float | None, step_s: int) -> _SpreadArgs:
+    """``detect_bursts`` keywords for one spread per bin of the day (``steps.spread_days``)."""
+    return {} if days is None else {"spread_slots": 86400 // step_s, "scale_alpha": 1 / days}
 
 
 def _only(alarm: Alarm, where: BoolArray | None) -> Alarm:
