@@ -163,3 +163,11 @@ def test_leak_rules_switch_off_with_false_and_bad_values_are_named():
         parse_leaks({"night": {"scaling_days": 7}})
     with pytest.raises(ConfigError, match=r"leaks\.night\.mad_efficiency"):
         parse_leaks({"night": {"mad_efficiency": 1.5}})
+    s = parse_leaks({"steps": {"spread_days": False}})
+    assert s.steps.spread_days is None and parse_leaks({}).steps.spread_days == 10.0
+    with pytest.raises(ConfigError, match=r"leaks\.steps\.spread_days"):
+        parse_leaks({"steps": {"spread_days": 1}})
+    with pytest.raises(ConfigError, match=r"leaks\.steps\.spread_days"):
+        parse_leaks({"steps": {"spread_days": True}})
+    with pytest.raises(ConfigError, match=r"mad_efficiency: .*expected a number, or false"):
+        parse_leaks({"night": {"mad_efficiency": True}})

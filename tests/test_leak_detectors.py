@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,7 +11,7 @@ from meterd.analysis.balance import detect_zone_balance, imbalance
 from meterd.analysis.bursts import detect_bursts
 from meterd.analysis.continuous_flow import detect_continuous_flow, vendor_rule
 from meterd.analysis.hourly import Grid, bin_consumption, local_calendar, rolling_mean
-from meterd.analysis.incidents import episodes, merge_overlapping
+from meterd.analysis.incidents import Incident, episodes, merge_overlapping
 from meterd.analysis.night_flow import detect_night_flow, leakdb_reference, night_minimum
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
@@ -182,6 +184,21 @@ def test_same_leak_seen_by_two_detectors_is_one_incident() -> None:
     merged = merge_overlapping(incs)
     assert len(incs) == 2 and len(merged) == 1
     assert sorted(merged[0].detectors) == ["continuous_flow", "night_flow"]
+
+
+def test_a_merged_incident_keeps_the_amounts_of_the_detection_that_saw_most_water() -> None:
+    """A short step alarm trips on the noisiest bins, so its rate runs high; the night-flow
+    incident it joins has weeks of nights behind its rate. The largest rate used to win, with
+    the largest volume from the other detection."""
+    night = Incident("m", "night_flow", T0, T0 + 3600, None, 0.029, 20.9, 41.8, ["night_flow"])
+    step = Incident("m", "step_change", T0 + 7200, T0 + 9000, T0 + 86400, 0.035, 0.8, 1.6,
+                    ["step_change"])
+    (merged,) = merge_overlapping([night, step])
+    assert (merged.rate_m3h, merged.volume_m3, merged.cost) == (0.029, 20.9, 41.8)
+    assert merged.detectors == ["night_flow", "step_change"]
+    (bigger_step,) = merge_overlapping([replace(step, volume_m3=30.0), night])
+    assert (bigger_step.type, bigger_step.rate_m3h, bigger_step.volume_m3) == (
+        "night_flow", 0.035, 30.0)
 
 
 @pytest.mark.parametrize("cut_day", [26, 31, 37])

@@ -122,8 +122,9 @@ def merge_overlapping(incidents: list[Incident]) -> list[Incident]:
     The earliest detection keeps its type, start and ``detected_at``; later detectors of the same
     leak are listed in ``detectors`` and extend its end. Rate, volume and cost are those of the
     detection that saw the most water: a short provisional step alarm, tripped on the noisiest
-    bins, overstated the rate of the night-flow incident it joined when the largest rate won. Data-quality incidents never merge into
-    leaks, so a stopped meter is not reported as a leak and vice versa.
+    bins, overstated the rate of the night-flow incident it joined when the largest rate won.
+    Data-quality incidents never merge into leaks, so a stopped meter is not reported as a leak
+    and vice versa.
     """
     merged: list[Incident] = []
     open_by_meter: dict[tuple[str, bool], Incident] = {}

@@ -17,8 +17,14 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-# TOML has no null: `false` switches such a rule off (None).
-_OffFloat = Annotated[float | None, BeforeValidator(lambda v: None if v is False else v)]
+def _false_is_off(v: object) -> object:
+    """TOML has no null: ``false`` switches such a rule off (None); ``true`` is no number."""
+    if v is True:
+        raise ValueError("expected a number, or false to switch it off")
+    return None if v is False else v
+
+
+_OffFloat = Annotated[float | None, BeforeValidator(_false_is_off)]
 
 
 class NightFlowSettings(_Section):
