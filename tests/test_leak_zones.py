@@ -560,3 +560,26 @@ def test_a_step_in_the_evening_is_reported_before_dawn(seed: int) -> None:
         delay[days] = (inc.detected_at - grid.t0_s) / 3600 - onset
         assert inc.detectors[0] == ("step_change" if days else "night_flow")
     assert delay[10.0] < 8 <= delay[None]  # the night window ends at 05:00, 8 h after onset
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_after_a_long_alarm_the_baseline_is_learnt_again_from_the_nights_after_it(
+        seed: int) -> None:
+    """A district inflow rising 0.3 % a day gets a leak of 30 % of its night flow on day 13,
+    repaired on day 36. While the alarm ran no night was learnt, so the baseline after the
+    repair was the twelve nights before the leak, a season behind. The nights after it, above
+    that baseline by more than the learning margin, were never learnt either, and a second
+    incident opened a week after the repair (on seed 2 it never closed). An alarm that ran for
+    ``window_days`` nights now leaves the baseline to be learnt again from the nights after
+    it (session 10, ``leak_eval_leakdb.py``)."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(120 * 24) / 24
+    hour = np.arange(t.size) % 24
+    level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
+    flow = (level * (1 + 0.003 * t) * (1 + 0.01 * rng.standard_normal(t.size)))[None, :]
+    flow[0, 13 * 24 + 10 : 36 * 24 + 10] += 0.06
+    grid = Grid(T0, flow.shape[1])
+    (leak,) = detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("inflow")],
+                     LeaksConfig())
+    assert T0 + 13 * 86400 < leak.detected_at < T0 + 15 * 86400
+    assert leak.end is not None and leak.end < T0 + 45 * 86400  # closed within the week

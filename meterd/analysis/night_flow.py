@@ -212,6 +212,13 @@ def detect_night_flow(
     its night are the day before, so busy days were scaling the wrong nights. The weekday
     profile covers that case from the nights themselves.
 
+    A long alarm leaves a stale baseline: no night is learnt while it runs, so once it ends the
+    baseline is the nights before it, perhaps a season behind, and the nights after a repair
+    that sit above it by more than ``learn_margin`` are never learnt either. When an alarm that
+    ran for ``window_days`` nights or more ends, the learnt nights (and the CUSUM) are dropped,
+    and the baseline is learnt again from the nights after it, with ``min_history`` as for a
+    new meter.
+
     Sequential hypothesis testing in its simplest form: a large excess is decided on one
     observation, a small one needs repeated observations (Wald 1945), and one below the
     allowance needs a CUSUM of many (Page 1954). The allowance is the
@@ -245,6 +252,7 @@ def detect_night_flow(
     spread = np.full((hist.shape[0], n_m, spread_days or window_days), np.nan)
     spos = np.zeros_like(pos)
     run = np.zeros(n_m, dtype=np.int64)
+    alarm_nights = np.zeros(n_m, dtype=np.int64)
     cum = np.zeros(n_m)  # CUSUM of the nightly net flow, in allowances
     night_active = np.zeros((n_m, n_n), dtype=bool)
     net = np.zeros((n_m, n_n))
@@ -289,6 +297,13 @@ def detect_night_flow(
             cum = _cusum_step(cum, u, *cusum)
             on |= cum > cusum[1]
         night_active[:, d] = on
+        stale = ~on & (alarm_nights >= window_days)  # a long alarm just ended: see Notes
+        if stale.any():
+            hist[:, stale] = np.nan
+            cum[stale] = 0.0  # its evidence was against the baseline just forgotten
+            if scale is not None:
+                scale.hist[:, stale] = np.nan
+        alarm_nights = np.where(on, alarm_nights + 1, 0)
         # A night without data keeps an open alarm on (nothing says the leak stopped) and its
         # last measured excess, never an unknown one.
         net[:, d] = np.where(np.isnan(x) & on, net[:, d - 1] if d else 0.0,
@@ -453,19 +468,19 @@ class _Elasticity:
         follows = (total >= self.MIN_FIT) & (cov / var_u >= self.MIN_SLOPE)
         return np.where(follows, np.clip(np.sqrt(np.maximum(var_x, 0.0) / var_u), 0.0, 1.0), 0.0)
 
-    def beta(self) -> FloatArray:
-        """:meth:`slope`, held where it cannot be trusted. Once a full window of calm nights
-        (alarm share at most ``MAX_ALARMED``) has shown that MNF follows D, the meter is one
-        whose night follows its day (a district inflow), and a leak does not change that: while
-        the window is not calm, or the slope falls below ``MIN_SLOPE``, the last trusted slope
-        is kept. The alarm share models a leak as a step, but an incipient leak is a ramp,
-        which the fit reads as (anti-)co-movement; without the hold, a ramp that ran against the
-        season, flagged or not, turned the scaling off, and the season's rise after the repair
-        opened false incidents (session 10, ``leak_eval_leakdb.py``)."""
+    def beta(self, calm: BoolArray) -> FloatArray:
+        """:meth:`slope`, held where it cannot be trusted. Once a full window has shown that MNF
+        follows D while the meter was ``calm`` (at most ``MAX_ALARMED`` of its last nights in an
+        alarm), the meter is one whose night follows its day (a district inflow), and a leak
+        does not change that: while it is not calm, or the slope falls below ``MIN_SLOPE``, the
+        last trusted slope is kept. The alarm share models a leak as a step, but an incipient
+        leak is a ramp, which the fit reads as (anti-)co-movement; without the hold, a ramp that
+        ran against the season, flagged or not, turned the scaling off, and the season's rise
+        after the repair opened false incidents (session 10, ``leak_eval_leakdb.py``)."""
         now = self.slope()
-        n, s = self.sums[:, 0].sum(axis=0), self.sums[:, 3].sum(axis=0)
-        trusted = (s <= self.MAX_ALARMED * np.maximum(n, 1.0)) & (now > 0)
-        self.held = np.where(trusted & (n >= self.vals.shape[3]), now, self.held)
+        trusted = calm & (now > 0)
+        full = self.sums[:, 0].sum(axis=0) >= self.vals.shape[3]
+        self.held = np.where(trusted & full, now, self.held)
         return np.where(trusted | np.isnan(self.held), now, self.held)
 
 
@@ -501,6 +516,8 @@ class _DayScale:
         self.alarmed = np.full(nights.mnf.shape, np.nan)  # per known night: 1 in an alarm
         self.known = ~np.isnan(nights.mnf)
         self.beta = np.zeros(n_m)  # the fit's elasticity after the last learnt night
+        self.fit_days = fit_days
+        self.recent = np.zeros((2, n_m))  # alarmed and known nights among the last fit_days
 
     def scaled(self, d: int, c: int, hist: FloatArray, base: FloatArray) -> FloatArray:
         """Night ``d``'s baseline: the median of the learnt nights ``hist`` (kind ``c``), each
@@ -530,7 +547,14 @@ class _DayScale:
         on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
                             & ~np.isnan(self.log_x[:, d]))
         self.fit.add(c, on, self.log_u[on, d], self.log_x[on, d], share[on])
-        self.beta = self.fit.beta()
+        # Calm: the last fit_days nights, of every kind, at most MAX_ALARMED in an alarm (the
+        # fit's own windows are per kind, and weekend nights fill theirs over half a year).
+        self.recent += np.stack([np.nan_to_num(self.alarmed[:, d]), self.known[:, d]])
+        if d >= self.fit_days:
+            gone = d - self.fit_days
+            self.recent -= np.stack([np.nan_to_num(self.alarmed[:, gone]), self.known[:, gone]])
+        self.beta = self.fit.beta(self.recent[0] <= _Elasticity.MAX_ALARMED
+                                  * np.maximum(self.recent[1], 1.0))
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
