@@ -120,6 +120,22 @@ def _hole_share(leak: Leak, n_bins: int) -> FloatArray:
     return np.where((i >= leak.start) & (i < leak.end), ramp, 0.0)
 
 
+def leak_outflow(demand: FloatArray, leaks: list[Leak], losses: FloatArray, q0: float
+                 ) -> FloatArray:
+    """Outflow of ``leaks``, m³/h per bin, on a network whose demand is ``demand``: the orifice
+    law, 0.75 · A · √(2 g p), at each leak node's pressure p = 100 m − loss · (Q / q0)^1.852,
+    where Q is the inflow, leaks included (settled in a few fixed-point steps)."""
+    outflow = np.zeros(demand.size)
+    for _ in range(4):
+        q = demand + outflow
+        outflow = np.zeros(demand.size)
+        for leak in leaks:
+            p = np.maximum(HEAD_M - losses[leak.node] * (q / q0) ** 1.852, 0.0)
+            area = np.pi * leak.diameter_m**2 / 4 * _hole_share(leak, demand.size)
+            outflow += 0.75 * area * np.sqrt(2 * G * p) * 3600
+    return outflow
+
+
 def scenario(rng: np.random.Generator, n_bins: int, per_hour: int) -> tuple[FloatArray, list[Leak]]:
     """One scenario's inflow, m³/h per bin, and its leaks."""
     base = np.asarray(HANOI_M3H, dtype=float)[:, None] * rng.uniform(0.9, 1.1, (len(HANOI_M3H), 1))
@@ -129,15 +145,7 @@ def scenario(rng: np.random.Generator, n_bins: int, per_hour: int) -> tuple[Floa
     q0 = 1.6 * float(base.sum())  # about the yearly peak inflow
     losses = rng.uniform(20, 70, len(HANOI_M3H))
     leaks = _leaks(rng, n_bins)
-    outflow = np.zeros(n_bins)
-    for _ in range(4):  # pressure and leak outflow settle in a few fixed-point steps
-        q = total + outflow
-        outflow = np.zeros(n_bins)
-        for leak in leaks:
-            p = np.maximum(HEAD_M - losses[leak.node] * (q / q0) ** 1.852, 0.0)
-            area = np.pi * leak.diameter_m**2 / 4 * _hole_share(leak, n_bins)
-            outflow += 0.75 * area * np.sqrt(2 * G * p) * 3600
-    return np.round(total + outflow, 3), leaks
+    return np.round(total + leak_outflow(total, leaks, losses, q0), 3), leaks
 
 
 def scenarios(n: int, seed: int, days: int = 365, per_hour: int = 2

@@ -61,3 +61,37 @@ def test_an_alarm_the_clean_twin_also_raised_finds_nothing() -> None:
     assert lz.hits(with_weekend, zones, truth)[0][2] == pytest.approx(50_000 / 3600)
     twin = [Incident("b", "night_flow", 90_000, 100_000, 120_000, 0.02, 0.1)]
     assert lz.hits(with_weekend, zones, truth, twin)[0][2] == pytest.approx(160_000 / 3600)
+
+
+@pytest.fixture(scope="module")
+def leakdb() -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("leak_eval_leakdb")
+
+
+def test_overlapping_leakdb_leaks_are_one_period(leakdb: ModuleType) -> None:
+    leak = leakdb.Leak
+    a, b = leak(1, 0.05, False, 10, 10, 50), leak(2, 0.15, True, 40, 60, 80)
+    c = leak(3, 0.02, False, 90, 90, 95)
+    (first, second) = leakdb.leak_periods([c, b, a])
+    assert (first.start, first.end, first.diameter_m, first.incipient) == (10, 80, 0.15, False)
+    assert second == c
+
+
+def test_a_leakdb_leak_runs_strongest_at_night_and_stops_at_its_repair(leakdb: ModuleType
+                                                                        ) -> None:
+    """The outflow follows the orifice law at a pressure that falls with the inflow, so it is
+    largest when the inflow is least; an incipient hole grows to its peak, holds, and stops at
+    the repair."""
+    hour = np.arange(48 * 4) / 2 % 24
+    demand = 10_000 + 20_000 * np.exp(-(((hour - 12) / 3) ** 2))
+    leak = leakdb.Leak(0, 0.1, True, 20, 60, 150)
+    out = leakdb.leak_outflow(demand, [leak], np.array([50.0]), 30_000.0)
+    assert np.all(out[:20] == 0) and np.all(out[150:] == 0)
+    assert np.all(np.diff(out[20:61][hour[20:61] < 4]) > 0)  # growing through the first night
+    night, noon = out[96 + 6], out[96 + 24]  # 03:00 and 12:00 of day 2, full hole
+    assert night > 1.2 * noon
+    p = 100 - 50 * ((demand[96 + 6] + night) / 30_000) ** 1.852
+    assert night == pytest.approx(0.75 * np.pi * 0.05**2 * np.sqrt(2 * 9.81 * p) * 3600,
+                                  rel=1e-3)
