@@ -430,7 +430,7 @@ class _Elasticity:
 
     MIN_FIT = 14  # nights before the slope is trusted
     MIN_SLOPE = 0.3  # least-squares slope below this: day use varies on its own (a building)
-    MAX_ALARMED = 0.25  # alarm share of the window above which the last calmer slope is kept
+    MAX_ALARMED = 0.25  # alarmed share of the recent nights above which the held slope is used
 
     def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
         self.vals = np.zeros((3, n_kinds, n_m, size))  # u, x, s
