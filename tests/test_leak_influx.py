@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from meterd.daemon import leak_run
 from meterd.leaks.engine import MeterInfo
 from meterd.leaks.io import fetch_flow
 from meterd.leaks.job import LeakJob
+from meterd.normalise.rejects import REJECTS
 from meterd.sinks.influx.query import InfluxQL
 from simulators.local_servers import InfluxServer
 
@@ -275,3 +277,26 @@ normally_zero = false
     flow = fetch_flow(InfluxQL(load_config(cfg).influxdb).query, [MeterInfo("fs1")], grid,
                       chunk_s=86400)
     np.testing.assert_array_equal(flow[0], [expect[T0 + k * 1800] for k in range(grid.n)])
+
+
+def test_negative_flow_readings_are_unknown_bins_counted_and_logged(
+        influxd: InfluxServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A pipe flowing against its nominal direction, or a sensor mounted backwards, reports a
+    negative flow. The leak rules judge use, so such bins are unknown, not a night minimum
+    below zero: counted and logged as rejections, never a silent night-flow incident."""
+    rows = [f"water,meter=rev,kind=water flow_m3h={rate} {T0 + k * 1800}"
+            for k, rate in enumerate([0.5, -0.25, 0.25, -1.0])]
+    load_lines(influxd, rows)
+    cfg = write_config(tmp_path, influxd, """
+[[meters]]
+id = "rev"
+kind = "water"
+mqtt_topic = "m/rev"
+""")
+    before = REJECTS.total("negative_flow")
+    with caplog.at_level(logging.WARNING, logger="meterd.rejects"):
+        flow = fetch_flow(InfluxQL(load_config(cfg).influxdb).query, [MeterInfo("rev")],
+                          Grid(T0, 4, 1800))
+    np.testing.assert_array_equal(flow[0], [0.5, np.nan, 0.25, np.nan])
+    assert REJECTS.total("negative_flow") - before == 2
+    assert "negative_flow: meter rev: mean flow -0.25 m³/h" in caplog.text

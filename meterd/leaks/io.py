@@ -4,7 +4,9 @@ The detectors never see InfluxDB; this module is the only place that knows the s
 (``consumption`` points with ``volume_m3`` and ``interval_s``, tagged ``meter`` and ``kind``).
 A water meter with no consumption in the window (a flowmeter or flow sensor that reports only
 ``flow_m3h``, no register) is read from its ``water`` readings instead: the mean of the flow
-readings stamped inside each bin, NaN for a bin without one.
+readings stamped inside each bin, NaN for a bin without one, or whose mean is negative (a
+reverse flow, counted and logged as a rejection: the leak rules judge use, which is never
+negative).
 """
 
 from __future__ import annotations
@@ -80,8 +82,15 @@ def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
         for meter, series in _chunked(query, rates_sql, edges, rate_only, "flow rates", progress):
             for ts, mean in series["values"]:
                 i = (int(ts) - grid.t0_s) // grid.step_s
-                if mean is not None and 0 <= i < grid.n:
-                    flow[rate_only[meter], i] = float(mean)
+                if mean is None or not 0 <= i < grid.n:
+                    continue
+                if mean < 0:  # use through a meter is never negative: leave the bin unknown
+                    REJECTS.reject("leaks", "negative_flow",
+                                   f"meter {meter}: mean flow {mean} m³/h in the bin at {ts}: "
+                                   "reverse flow, or a sensor mounted backwards; the leak "
+                                   "rules treat the bin as unknown")
+                    continue
+                flow[rate_only[meter], i] = float(mean)
     return flow
 
 
