@@ -16,11 +16,15 @@ import pytest
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 
-@pytest.fixture(scope="module")
-def leak_eval() -> ModuleType:
+def _benchmark(name: str) -> ModuleType:
     if str(BENCH) not in sys.path:
         sys.path.insert(0, str(BENCH))
-    return importlib.import_module("leak_eval")
+    return importlib.import_module(name)
+
+
+@pytest.fixture(scope="module")
+def leak_eval() -> ModuleType:
+    return _benchmark("leak_eval")
 
 
 def test_a_leak_starting_mid_hour_adds_only_its_share(leak_eval: ModuleType) -> None:
@@ -65,9 +69,7 @@ def test_an_alarm_the_clean_twin_also_raised_finds_nothing() -> None:
 
 @pytest.fixture(scope="module")
 def leakdb() -> ModuleType:
-    if str(BENCH) not in sys.path:
-        sys.path.insert(0, str(BENCH))
-    return importlib.import_module("leak_eval_leakdb")
+    return _benchmark("leak_eval_leakdb")
 
 
 def test_overlapping_leakdb_leaks_are_one_period(leakdb: ModuleType) -> None:
