@@ -179,6 +179,8 @@ def leak_periods(leaks: list[Leak]) -> list[Leak]:
 
 
 def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid) -> Score:
+    """False incidents, and per leak period its delay, as the module docstring scores them
+    (meter ``str(row)`` is scenario ``row``)."""
     by_meter: dict[str, list[Incident]] = {}
     for inc in incidents:
         by_meter.setdefault(inc.meter, []).append(inc)

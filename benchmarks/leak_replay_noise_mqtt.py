@@ -98,5 +98,6 @@ def compare_replay(local: list[list[Incident]], replayed: list[list[Incident]],
         print("\nDIFFERENT:\n" + "\n".join(diffs[:20]))
     return 1 if timing else 0
 
+
 if __name__ == "__main__":
     sys.exit(main())
