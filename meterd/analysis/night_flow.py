@@ -302,7 +302,7 @@ def detect_night_flow(
             hist[:, stale] = np.nan
             cum[stale] = 0.0  # its evidence was against the baseline just forgotten
             if scale is not None:
-                scale.hist[:, stale] = np.nan
+                scale.forget(stale)
         alarm_nights = np.where(on, alarm_nights + 1, 0)
         # A night without data keeps an open alarm on (nothing says the leak stopped) and its
         # last measured excess, never an unknown one.
@@ -513,11 +513,11 @@ class _DayScale:
         self.log_x = _trailing_nanmean(log_x, self.WEEK)
         self.hist = np.full((n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
         self.fit = _Elasticity(n_kinds, n_m, fit_days)
-        self.alarmed = np.full(nights.mnf.shape, np.nan)  # per known night: 1 in an alarm
         self.known = ~np.isnan(nights.mnf)
+        # Running counts of alarmed and of known nights (column d: nights before d).
+        self.counts = np.zeros((2, n_m, nights.mnf.shape[1] + 1))
         self.beta = np.zeros(n_m)  # the fit's elasticity after the last learnt night
         self.fit_days = fit_days
-        self.recent = np.zeros((2, n_m))  # alarmed and known nights among the last fit_days
 
     def scaled(self, d: int, c: int, hist: FloatArray, base: FloatArray) -> FloatArray:
         """Night ``d``'s baseline: the median of the learnt nights ``hist`` (kind ``c``), each
@@ -540,21 +540,25 @@ class _DayScale:
               alarmed: BoolArray) -> None:
         """Record night ``d``: its D for the learnt ``rows`` (at ``slots`` of kind ``c``), and
         its (log D, log MNF, alarm share) for the fit where it was calm or in an alarm."""
-        self.alarmed[:, d] = np.where(self.known[:, d], alarmed, np.nan)
-        week = self.alarmed[:, max(0, d + 1 - self.WEEK) : d + 1]
-        share = np.nansum(week, axis=1) / np.maximum(np.sum(~np.isnan(week), axis=1), 1)
+        known = self.known[:, d]
+        self.counts[:, :, d + 1] = self.counts[:, :, d] + np.stack([known & alarmed, known])
+        share = self._alarm_share(d, self.WEEK)
         self.hist[c, rows, slots] = self.use[rows, d]
         on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
                             & ~np.isnan(self.log_x[:, d]))
         self.fit.add(c, on, self.log_u[on, d], self.log_x[on, d], share[on])
         # Calm: the last fit_days nights, of every kind, at most MAX_ALARMED in an alarm (the
         # fit's own windows are per kind, and weekend nights fill theirs over half a year).
-        self.recent += np.stack([np.nan_to_num(self.alarmed[:, d]), self.known[:, d]])
-        if d >= self.fit_days:
-            gone = d - self.fit_days
-            self.recent -= np.stack([np.nan_to_num(self.alarmed[:, gone]), self.known[:, gone]])
-        self.beta = self.fit.beta(self.recent[0] <= _Elasticity.MAX_ALARMED
-                                  * np.maximum(self.recent[1], 1.0))
+        self.beta = self.fit.beta(self._alarm_share(d, self.fit_days) <= _Elasticity.MAX_ALARMED)
+
+    def _alarm_share(self, d: int, width: int) -> FloatArray:
+        """Share of the known nights among the ``width`` up to ``d`` that were in an alarm."""
+        alarmed, known = self.counts[:, :, d + 1] - self.counts[:, :, max(0, d + 1 - width)]
+        return alarmed / np.maximum(known, 1.0)
+
+    def forget(self, rows: BoolArray) -> None:
+        """Drop the learnt nights' D of ``rows``, as their learnt nights are dropped."""
+        self.hist[:, rows] = np.nan
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
