@@ -41,6 +41,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.leak_eval import load_settings, methods
+from benchmarks.leak_eval_noise import median_cells
+from benchmarks.leak_eval_zones import found_in
 from benchmarks.leak_replay_mqtt import MqttReplay
 from benchmarks.leak_replay_noise_mqtt import compare_replay
 from meterd.analysis.hourly import FloatArray, Grid
@@ -181,31 +183,23 @@ def leak_periods(leaks: list[Leak]) -> list[Leak]:
 def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid) -> Score:
     """False incidents, and per leak period its delay, as the module docstring scores them
     (meter ``str(row)`` is scenario ``row``)."""
-    by_meter: dict[str, list[Incident]] = {}
-    for inc in incidents:
-        by_meter.setdefault(inc.meter, []).append(inc)
-    false, delays = 0, []
-    for row, leaks in enumerate(map(leak_periods, truth)):
-        incs = sorted(by_meter.get(str(row), []), key=lambda i: i.detected_at)
-        spans = [(grid.t0_s + lk.start * grid.step_s, grid.t0_s + lk.end * grid.step_s + GRACE_S)
-                 for lk in leaks]
-        false += sum(not any(a < i.detected_at <= b for a, b in spans) for i in incs)
-        for lk, (a, b) in zip(leaks, spans, strict=True):
-            hit = None
-            for inc in incs:
-                if inc.detected_at <= a and (inc.end is None or inc.end > a):
-                    break  # already open: this leak is never reported
-                if a < inc.detected_at <= b:
-                    hit = (inc.detected_at - a) / 3600
-                    break
-            delays.append((lk, hit))
-    return Score(false, delays)
+    periods = [(row, p) for row, leaks in enumerate(truth) for p in leak_periods(leaks)]
+    spans: dict[str, list[tuple[int, int]]] = {}
+    for row, p in periods:
+        start = grid.t0_s + p.start * grid.step_s
+        spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * grid.step_s + GRACE_S))
+    false = sum(not any(a < i.detected_at <= b for a, b in spans.get(i.meter, []))
+                for i in incidents)
+    faults: list[dict[str, object]] = [
+        {"kind": "leak", "rate": p.diameter_m, "onset_s": a, "within_s": b - a, "accept": {m}}
+        for m, sp in spans.items() for a, b in sp]
+    return Score(false, [(p, h[2]) for (_, p), h in zip(periods, found_in(incidents, faults),
+                                                         strict=True)])
 
 
 def rows(res: dict[str, Score], months: float) -> list[str]:
     """Markdown rows: false incidents, leaks found by hole size and type, median delays."""
-    first = next(iter(res.values())).delays
-    both = [all(s.delays[i][1] is not None for s in res.values()) for i in range(len(first))]
+    med = median_cells({name: [d for _, d in s.delays] for name, s in res.items()})
     out = []
     for name, s in res.items():
         cells = []
@@ -214,11 +208,9 @@ def rows(res: dict[str, Score], months: float) -> list[str]:
                 got = [d for lk, d in s.delays if lo <= lk.diameter_m < hi
                        and lk.incipient == incipient]
                 cells.append(f"{sum(d is not None for d in got)}/{len(got)}")
-        found = [d for _, d in s.delays if d is not None]
-        paired = [d for (_, d), b in zip(s.delays, both, strict=True) if b and d is not None]
-        med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (found, paired))
-        out.append(f"| {name} | {s.false / months:.3f} ({s.false}) | {len(found)}/{len(first)} | "
-                   f"{' | '.join(cells)} | {med} |")
+        found = sum(d is not None for _, d in s.delays)
+        out.append(f"| {name} | {s.false / months:.3f} ({s.false}) | {found}/{len(s.delays)} | "
+                   f"{' | '.join(cells)} | {med[name]} |")
     return out
 
 

@@ -34,7 +34,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.leak_eval import leak_flow, load_settings
-from benchmarks.leak_eval_zones import Zones, hits
+from benchmarks.leak_eval_zones import Zones, found_in
 from meterd.analysis.hourly import FloatArray, Grid, local_calendar
 from meterd.analysis.incidents import Incident, episodes
 from meterd.analysis.night_flow import leakdb_reference
@@ -106,26 +106,36 @@ def found_delays(incidents: list[Incident], zones: Zones, truth: list[tuple[floa
     faults: list[dict[str, object]] = [
         {"kind": "leak", "rate": rate, "onset_s": float(zones.grid.t0_s + onset * 3600),
          "accept": {f"{prefix}{m}"}, "within_s": within} for m, (rate, onset) in enumerate(truth)]
-    return [h[2] for h in hits(lambda _z: incidents, zones, faults)]
+    return [h[2] for h in found_in(incidents, faults)]
 
 
 Scores = dict[str, tuple[int, list[float | None]]]  # method: (false incidents, delay per leak)
+
+
+def median_cells(delays: dict[str, list[float | None]]) -> dict[str, str]:
+    """Per method, its median delay over the leaks it found and over those every method found,
+    as two Markdown cells ("–" where there are none)."""
+    n = len(next(iter(delays.values())))
+    both = [all(d[i] is not None for d in delays.values()) for i in range(n)]
+    out = {}
+    for name, ds in delays.items():
+        got = [d for d in ds if d is not None]
+        paired = [d for d, b in zip(ds, both, strict=True) if b and d is not None]
+        out[name] = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
+    return out
 
 
 def table_rows(kind: str, res: Scores, truth: list[tuple[float, int]], sizes_m3h: list[float],
                months: float) -> list[str]:
     """One Markdown row per method: false incidents, leaks found per size, median delays over
     the leaks each found and over those every method found."""
-    both = [all(d[i] is not None for _, d in res.values()) for i in range(len(truth))]
+    med = median_cells({name: delays for name, (_, delays) in res.items()})
     rows = []
     for name, (false, delays) in res.items():
         cells = [f"{sum(d is not None for d, (r, _) in zip(delays, truth, strict=True) if r == size)}"
                  f"/{sum(r == size for r, _ in truth)}" for size in sizes_m3h]
-        got = [d for d in delays if d is not None]
-        paired = [d for d, b in zip(delays, both, strict=True) if b and d is not None]
-        med = " | ".join(f"{np.median(x):.1f}" if x else "–" for x in (got, paired))
         rows.append(f"| {kind} | {name} | {false / months:.3f} ({false}) | {' | '.join(cells)} | "
-                    f"{med} |")
+                    f"{med[name]} |")
     return rows
 
 

@@ -207,8 +207,14 @@ def hits(method: Method, trials: Zones, truth: list[dict[str, object]],
     """(kind, rate, delay h or None) per injected fault. ``twin``: the method's incidents on the
     same data without the fault; an incident that was open there too at its detection time
     would have been raised without the fault, so it finds nothing."""
+    return found_in(method(trials), truth, twin)
+
+
+def found_in(incidents: Sequence[Incident], truth: list[dict[str, object]],
+             twin: Sequence[Incident] = ()) -> list[tuple[str, float, float | None]]:
+    """:func:`hits` on incidents already detected."""
     by_meter: dict[str, list[Incident]] = {}
-    for inc in method(trials):
+    for inc in incidents:
         if inc.type not in QUALITY_TYPES and not _also_in(twin, inc):
             by_meter.setdefault(inc.meter, []).append(inc)
     out = []
