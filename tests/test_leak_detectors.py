@@ -15,7 +15,10 @@ from meterd.analysis.incidents import Incident, episodes, merge_overlapping
 from meterd.analysis.night_flow import detect_night_flow, leakdb_reference, night_minimum
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
+from meterd.analysis.reverse_flow import detect_reverse_flow
 from meterd.analysis.stopped import detect_stopped
+from meterd.leaks.config import LeaksConfig
+from meterd.leaks.engine import MeterInfo, detect
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
 DAYS = 42
@@ -175,6 +178,51 @@ def test_stopped_meter_is_data_quality_not_a_leak() -> None:
     assert incs[0].type == "stopped_meter" and incs[0].volume_m3 == 0
 
 
+def test_reverse_flow_needs_min_h_of_negative_bins_beyond_the_jitter() -> None:
+    """Zero-point jitter is not reverse flow, and an unknown bin ends a run: each run must
+    show ``min_h`` of its own, and its start is its first negative bin."""
+    flow = np.array([[0.1, -0.001, -0.001, -0.2, -0.2, -0.2, np.nan, -0.2, -0.2, 0.1]])
+    alarm = detect_reverse_flow(flow, min_h=2)
+    np.testing.assert_array_equal(np.flatnonzero(alarm.active[0]), [4, 5, 8])
+    assert [int(alarm.start_lag[0, i]) for i in (4, 5, 8)] == [1, 2, 1]
+    assert not alarm.excess.any()
+
+
+def test_reverse_flow_is_one_quality_incident_beside_a_leak_the_rules_still_find() -> None:
+    """Backflow every night from day 40, and a leak from day 50 on the same meter: one
+    ``reverse_flow`` incident (open, no water lost) that never merges into the leak, and the
+    reversed bins are unknown to the leak rules, so nothing is called a leak before day 50."""
+    n = 60 * 24
+    rng = np.random.default_rng(2)
+    hour = np.arange(n) % 24
+    flow = (1.0 + 0.5 * ((hour >= 7) & (hour < 22))) * (1 + 0.02 * rng.standard_normal(n))
+    flow[50 * 24 + 10 :] += 0.4
+    back = (np.arange(n) >= 40 * 24) & (hour >= 2) & (hour < 5)
+    flow = np.where(back, -0.3, flow)[None, :]
+    grid = Grid(T0, n)
+    incs = detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("m")], LeaksConfig())
+    rev = [i for i in incs if i.type == "reverse_flow"]
+    assert [(i.start, i.detected_at, i.end, i.volume_m3) for i in rev] == [
+        (T0 + (40 * 24 + 2) * 3600, T0 + (40 * 24 + 3) * 3600, None, 0.0)]
+    leaks = [i for i in incs if i.type != "reverse_flow"]
+    assert leaks and all(i.detected_at > T0 + (50 * 24 + 10) * 3600 for i in leaks), leaks
+    assert all("reverse_flow" not in i.detectors for i in leaks)
+
+
+def test_a_sensor_mounted_backwards_is_one_reverse_flow_incident_and_nothing_else() -> None:
+    """Every bin negative from installation: the signed night minimum is no use, so the leak
+    rules see only unknown bins, and one open ``reverse_flow`` incident says why."""
+    n = 40 * 24
+    rng = np.random.default_rng(4)
+    hour = np.arange(n) % 24
+    use = (0.4 + 0.6 * ((hour >= 7) & (hour < 22))) * (1 + 0.05 * rng.standard_normal(n))
+    use[20 * 24 :] *= np.linspace(1.0, 0.6, n - 20 * 24)  # night use falling: a rise, signed
+    grid = Grid(T0, n)
+    incs = detect(-use[None, :], grid, local_calendar(grid, "UTC"), [MeterInfo("m")],
+                  LeaksConfig())
+    assert [(i.type, i.start, i.end) for i in incs] == [("reverse_flow", T0, None)]
+
+
 def test_same_leak_seen_by_two_detectors_is_one_incident() -> None:
     flow = household()[None, :]
     flow[0, 30 * 24 + 3 :] += 0.01
@@ -215,6 +263,7 @@ def test_detectors_are_causal(cut_day: int) -> None:
         lambda f, h: leakdb_reference(f, h),
         lambda f, h: detect_bursts(f),
         lambda f, h: detect_lost_quiet_hours(f, h.astype(int), np.arange(h.size) // 24),
+        lambda f, h: detect_reverse_flow(-f),
     ]
     for run in runs:
         full, part = run(flow, hour), run(flow[:, :cut], hour[:cut])

@@ -279,11 +279,11 @@ normally_zero = false
     np.testing.assert_array_equal(flow[0], [expect[T0 + k * 1800] for k in range(grid.n)])
 
 
-def test_negative_flow_readings_are_unknown_bins_counted_and_logged(
+def test_negative_flow_readings_are_counted_logged_and_kept_for_the_reverse_rule(
         influxd: InfluxServer, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """A pipe flowing against its nominal direction, or a sensor mounted backwards, reports a
-    negative flow. The leak rules judge use, so such bins are unknown, not a night minimum
-    below zero: counted and logged as rejections, never a silent night-flow incident."""
+    negative flow: each such bin is counted and logged as a rejection, and its value is kept
+    for the reverse-flow rule (the engine hides it from the leak rules)."""
     rows = [f"water,meter=rev,kind=water flow_m3h={rate} {T0 + k * 1800}"
             for k, rate in enumerate([0.5, -0.25, 0.25, -1.0])]
     load_lines(influxd, rows)
@@ -297,6 +297,40 @@ mqtt_topic = "m/rev"
     with caplog.at_level(logging.WARNING, logger="meterd.rejects"):
         flow = fetch_flow(InfluxQL(load_config(cfg).influxdb).query, [MeterInfo("rev")],
                           Grid(T0, 4, 1800))
-    np.testing.assert_array_equal(flow[0], [0.5, np.nan, 0.25, np.nan])
+    np.testing.assert_array_equal(flow[0], [0.5, -0.25, 0.25, -1.0])
     assert REJECTS.total("negative_flow") - before == 2
     assert "negative_flow: meter rev: mean flow -0.25 m³/h" in caplog.text
+
+
+def test_a_flow_that_turns_backwards_is_one_reverse_flow_incident_not_a_leak(
+        influxd: InfluxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A half-hourly flow sensor runs forward for 20 days, then backwards for 10 (backflow from
+    a building, or the sensor refitted the wrong way round). ``meterd leaks`` reports one
+    ``reverse_flow`` incident, detected once the flow has run backwards for an hour, with no
+    water lost; no leak rule fires on the reversed bins."""
+    rng = np.random.default_rng(5)
+    turn = T0 + (20 * 24 + 9) * 3600
+    rows = []
+    for k in range(30 * 48):
+        ts = T0 + k * 1800
+        rate = (0.2 + 0.3 * (7 <= (k // 2) % 24 < 22)) * (1 + 0.02 * rng.standard_normal())
+        rows.append(f"water,meter=fs2,kind=water flow_m3h={round(-rate if ts >= turn else rate, 4)}"
+                    f" {ts}")
+    load_lines(influxd, rows)
+    cfg = write_config(tmp_path, influxd, """
+[leaks]
+step_s = 1800
+[[meters]]
+id = "fs2"
+kind = "water"
+mqtt_topic = "m/fs2"
+normally_zero = false
+""")
+    assert main(["leaks", "-c", str(cfg), "--start", "2025-01-10T00:00:00+00:00",
+                 "--end", "2025-01-31T00:00:00+00:00", "--json"]) == 0
+    incidents = json.loads(capsys.readouterr().out)
+    assert [(i["meter"], i["type"], i["volume_m3"]) for i in incidents] == [
+        ("fs2", "reverse_flow", 0.0)]
+    assert datetime.fromisoformat(incidents[0]["start"]).timestamp() == turn
+    assert datetime.fromisoformat(incidents[0]["detected_at"]).timestamp() == turn + 3600
+    assert incidents[0]["end"] is None

@@ -18,7 +18,7 @@ from meterd.analysis.hourly import BoolArray, FloatArray, Grid
 
 LEAK_TYPES = ("night_flow", "continuous_flow", "burst", "step_change", "zone_imbalance",
               "out_of_hours")
-QUALITY_TYPES = ("stopped_meter",)
+QUALITY_TYPES = ("stopped_meter", "reverse_flow")
 
 
 @dataclass(slots=True)

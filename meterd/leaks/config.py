@@ -136,6 +136,14 @@ class StoppedSettings(_Section):
     zone_min_m3: float = Field(default=1.0, gt=0)  # zone use in the window that makes it suspicious
 
 
+class ReverseFlowSettings(_Section):
+    """``[leaks.reverse]``: a flow sensor whose flow runs backwards (data quality, backflow)."""
+
+    enabled: bool = True
+    min_h: float = Field(default=1.0, gt=0)  # hours of negative bin means that open it
+    tolerance_m3h: float = Field(default=0.0015, ge=0)  # sensor zero jitter: not reverse flow
+
+
 class LeaksConfig(_Section):
     """``[leaks]``: schedule, resolution and history, then one table per detector."""
 
@@ -159,6 +167,7 @@ class LeaksConfig(_Section):
     balance: BalanceSettings = Field(default_factory=BalanceSettings)
     out_of_hours: OutOfHoursSettings = Field(default_factory=OutOfHoursSettings)
     stopped: StoppedSettings = Field(default_factory=StoppedSettings)
+    reverse: ReverseFlowSettings = Field(default_factory=ReverseFlowSettings)
 
 
 def parse_leaks(raw: dict[str, Any]) -> LeaksConfig:

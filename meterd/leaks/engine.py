@@ -27,6 +27,7 @@ from meterd.analysis.incidents import (
 from meterd.analysis.night_flow import day_classes, detect_night_flow, night_ends
 from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
+from meterd.analysis.reverse_flow import detect_reverse_flow
 from meterd.analysis.stopped import detect_stopped
 from meterd.analysis.zero_use import quiet_day_share, steady_flow
 from meterd.leaks.config import BalanceSettings, LeaksConfig
@@ -65,6 +66,13 @@ def detect(
                               settings.min_rate_m3h))
 
     all_rows = list(range(len(meters)))
+    back = flow < 0
+    if back.any():
+        if settings.reverse.enabled:
+            s_r = settings.reverse
+            found.extend(episodes(detect_reverse_flow(flow, step, s_r.min_h, s_r.tolerance_m3h),
+                                  ids, grid))
+        flow = np.where(back, np.nan, flow)  # the leak rules judge use, never negative
     s_n = settings.night
     s_c = settings.continuous
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).

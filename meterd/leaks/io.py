@@ -4,9 +4,9 @@ The detectors never see InfluxDB; this module is the only place that knows the s
 (``consumption`` points with ``volume_m3`` and ``interval_s``, tagged ``meter`` and ``kind``).
 A water meter with no consumption in the window (a flowmeter or flow sensor that reports only
 ``flow_m3h``, no register) is read from its ``water`` readings instead: the mean of the flow
-readings stamped inside each bin, NaN for a bin without one, or whose mean is negative (a
-reverse flow, counted and logged as a rejection: the leak rules judge use, which is never
-negative).
+readings stamped inside each bin, NaN for a bin without one. A negative mean (reverse flow) is
+counted and logged as a rejection and kept: the engine opens a ``reverse_flow`` incident on a
+run of them and shows the leak rules, which judge use, an unknown bin instead.
 """
 
 from __future__ import annotations
@@ -84,12 +84,11 @@ def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
                 i = (int(ts) - grid.t0_s) // grid.step_s
                 if mean is None or not 0 <= i < grid.n:
                     continue
-                if mean < 0:  # use through a meter is never negative: leave the bin unknown
+                if mean < 0:  # kept for the reverse-flow rule; the leak rules never see it
                     REJECTS.reject("leaks", "negative_flow",
                                    f"meter {meter}: mean flow {mean} m³/h in the bin at {ts}: "
                                    "reverse flow, or a sensor mounted backwards; the leak "
                                    "rules treat the bin as unknown")
-                    continue
                 flow[rate_only[meter], i] = float(mean)
     return flow
 
