@@ -10,7 +10,7 @@ case "${1:-}" in
     deploy/install-deps.sh --test
     shift
     .venv/bin/ruff check meterd simulators tests benchmarks dashboards
-    .venv/bin/mypy meterd/analysis
+    .venv/bin/mypy meterd simulators
     .venv/bin/pytest -q "$@" ;;
   bench)
     deploy/install-deps.sh --test

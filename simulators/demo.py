@@ -98,7 +98,7 @@ def _watch(influx: InfluxServer, procs: list[subprocess.Popen[bytes]], duration_
         time.sleep(3)
         for p in procs:
             if p.poll() is not None:
-                raise SystemExit(f"a process exited early ({p.args[1:3]}); see the logs")
+                raise SystemExit(f"a process exited early ({p.args!r}); see the logs")
         counts = _counts(influx)
         print(f"  {time.monotonic() - start:5.0f}s " + "".join(f"{counts[m]:>13}" for m in MEASUREMENTS),
               flush=True)

@@ -16,7 +16,7 @@ import subprocess
 import tempfile
 import time
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import requests
 
@@ -127,7 +127,7 @@ bind-address = "127.0.0.1:{self.rpc_port}"
             return requests.get(f"{self.url}/ping", timeout=0.5).status_code == 204
         return False
 
-    def query(self, q: str, db: str | None = None) -> list[dict[str, object]]:
+    def query(self, q: str, db: str | None = None) -> list[dict[str, Any]]:
         """Run InfluxQL and return the first statement's series (empty list when none)."""
         params = {"q": q, "epoch": "ns"}
         if db:

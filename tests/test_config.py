@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from meterd.config import ConfigError, load_config, parse_config
-from meterd.leaks.config import parse_leaks
+from meterd.leaks.config import leaks_config, parse_leaks
 from meterd.secrets import read_secret
 
 BASE = """
@@ -171,3 +171,20 @@ def test_leak_rules_switch_off_with_false_and_bad_values_are_named():
         parse_leaks({"steps": {"spread_days": True}})
     with pytest.raises(ConfigError, match=r"mad_efficiency: .*expected a number, or false"):
         parse_leaks({"night": {"mad_efficiency": True}})
+
+
+def test_leak_rules_named_meters_and_buildings_must_exist():
+    """A typo in ``reverse.meters`` or ``out_of_hours.buildings`` would leave that rule
+    watching nothing: the error names the key and the unknown names."""
+    cfg = parse_config({
+        "mqtt": {"url": "mqtt://127.0.0.1:1883"},
+        "meters": [{"id": "fs1", "kind": "water", "mqtt_topic": "m/fs1", "building": "lib"}],
+        "leaks": {"reverse": {"enabled": True, "meters": ["fs1"]},
+                  "out_of_hours": {"buildings": ["lib"]}}})
+    assert leaks_config(cfg).reverse.meters == ["fs1"]
+    bad = cfg.model_copy(update={"leaks": {"reverse": {"meters": ["fs1", "fs9", "fs0"]}}})
+    with pytest.raises(ConfigError, match=r"leaks\.reverse\.meters: not a water meter: 'fs0', 'fs9'"):
+        leaks_config(bad)
+    bad = cfg.model_copy(update={"leaks": {"out_of_hours": {"buildings": ["libary"]}}})
+    with pytest.raises(ConfigError, match=r"out_of_hours\.buildings: not a building .*'libary'"):
+        leaks_config(bad)

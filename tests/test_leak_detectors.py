@@ -17,7 +17,7 @@ from meterd.analysis.out_of_hours import detect_out_of_hours, empty_mask
 from meterd.analysis.quiet_hours import detect_lost_quiet_hours
 from meterd.analysis.reverse_flow import detect_reverse_flow
 from meterd.analysis.stopped import detect_stopped
-from meterd.leaks.config import LeaksConfig
+from meterd.leaks.config import LeaksConfig, parse_leaks
 from meterd.leaks.engine import MeterInfo, detect
 
 T0 = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
@@ -178,6 +178,9 @@ def test_stopped_meter_is_data_quality_not_a_leak() -> None:
     assert incs[0].type == "stopped_meter" and incs[0].volume_m3 == 0
 
 
+REVERSE_ON = parse_leaks({"reverse": {"enabled": True}})
+
+
 def test_reverse_flow_needs_min_h_of_negative_bins_beyond_the_jitter() -> None:
     """Zero-point jitter is not reverse flow, and an unknown bin ends a run: each run must
     show ``min_h`` of its own, and its start is its first negative bin."""
@@ -200,7 +203,7 @@ def test_reverse_flow_is_one_quality_incident_beside_a_leak_the_rules_still_find
     back = (np.arange(n) >= 40 * 24) & (hour >= 2) & (hour < 5)
     flow = np.where(back, -0.3, flow)[None, :]
     grid = Grid(T0, n)
-    incs = detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("m")], LeaksConfig())
+    incs = detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("m")], REVERSE_ON)
     rev = [i for i in incs if i.type == "reverse_flow"]
     assert [(i.start, i.detected_at, i.end, i.volume_m3) for i in rev] == [
         (T0 + (40 * 24 + 2) * 3600, T0 + (40 * 24 + 3) * 3600, None, 0.0)]
@@ -211,16 +214,20 @@ def test_reverse_flow_is_one_quality_incident_beside_a_leak_the_rules_still_find
 
 def test_a_sensor_mounted_backwards_is_one_reverse_flow_incident_and_nothing_else() -> None:
     """Every bin negative from installation: the signed night minimum is no use, so the leak
-    rules see only unknown bins, and one open ``reverse_flow`` incident says why."""
+    rules see only unknown bins, and one open ``reverse_flow`` incident says why; with the rule
+    off (the default: a looped main may run either way) there is no incident at all."""
     n = 40 * 24
     rng = np.random.default_rng(4)
     hour = np.arange(n) % 24
     use = (0.4 + 0.6 * ((hour >= 7) & (hour < 22))) * (1 + 0.05 * rng.standard_normal(n))
     use[20 * 24 :] *= np.linspace(1.0, 0.6, n - 20 * 24)  # night use falling: a rise, signed
     grid = Grid(T0, n)
-    incs = detect(-use[None, :], grid, local_calendar(grid, "UTC"), [MeterInfo("m")],
-                  LeaksConfig())
+    cal = local_calendar(grid, "UTC")
+    incs = detect(-use[None, :], grid, cal, [MeterInfo("m")], REVERSE_ON)
     assert [(i.type, i.start, i.end) for i in incs] == [("reverse_flow", T0, None)]
+    assert detect(-use[None, :], grid, cal, [MeterInfo("m")], LeaksConfig()) == []
+    named = parse_leaks({"reverse": {"enabled": True, "meters": ["other"]}})
+    assert detect(-use[None, :], grid, cal, [MeterInfo("m")], named) == []
 
 
 def test_same_leak_seen_by_two_detectors_is_one_incident() -> None:

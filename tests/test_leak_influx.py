@@ -320,6 +320,9 @@ def test_a_flow_that_turns_backwards_is_one_reverse_flow_incident_not_a_leak(
     cfg = write_config(tmp_path, influxd, """
 [leaks]
 step_s = 1800
+[leaks.reverse]
+enabled = true
+meters = ["fs2"]
 [[meters]]
 id = "fs2"
 kind = "water"

@@ -137,9 +137,13 @@ class StoppedSettings(_Section):
 
 
 class ReverseFlowSettings(_Section):
-    """``[leaks.reverse]``: a flow sensor whose flow runs backwards (data quality, backflow)."""
+    """``[leaks.reverse]``: a flow sensor whose flow runs backwards (data quality, backflow).
 
-    enabled: bool = True
+    Off by default: only flow sensors report a signed flow, and on a campus they sit on mains,
+    where a looped main may run either way. Name the ones on single-feed supplies."""
+
+    enabled: bool = False
+    meters: list[str] = Field(default_factory=list)  # empty: every water meter
     min_h: float = Field(default=1.0, gt=0)  # hours of negative bin means that open it
     tolerance_m3h: float = Field(default=0.0015, ge=0)  # sensor zero jitter: not reverse flow
 
@@ -181,4 +185,16 @@ def parse_leaks(raw: dict[str, Any]) -> LeaksConfig:
 
 
 def leaks_config(cfg: Config) -> LeaksConfig:
-    return parse_leaks(cfg.leaks)
+    """``cfg``'s ``[leaks]``, its lists of meters and buildings checked against ``[[meters]]``:
+    a typo there would leave a rule silently watching nothing."""
+    out = parse_leaks(cfg.leaks)
+    water = [m for m in cfg.meters if m.kind == "water"]
+    for key, names, known, what in (
+            ("reverse.meters", out.reverse.meters, {m.id for m in water}, "water meter"),
+            ("out_of_hours.buildings", out.out_of_hours.buildings, {m.building for m in water},
+             "building of a water meter")):
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise ConfigError(f"invalid [leaks] section:\n  leaks.{key}: not a {what}: "
+                              + ", ".join(map(repr, unknown)))
+    return out

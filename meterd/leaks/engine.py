@@ -68,10 +68,7 @@ def detect(
     all_rows = list(range(len(meters)))
     back = flow < 0
     if back.any():
-        if settings.reverse.enabled:
-            s_r = settings.reverse
-            found.extend(episodes(detect_reverse_flow(flow, step, s_r.min_h, s_r.tolerance_m3h),
-                                  ids, grid))
+        found.extend(_reverse(flow, grid, ids, settings))
         flow = np.where(back, np.nan, flow)  # the leak rules judge use, never negative
     s_n = settings.night
     s_c = settings.continuous
@@ -122,6 +119,17 @@ def detect(
                      grid.t0_s + grid.n * grid.step_s)
 
 
+def _reverse(flow: FloatArray, grid: Grid, ids: list[str], settings: LeaksConfig
+             ) -> list[Incident]:
+    """``[leaks.reverse]`` on the meters it names (empty: all)."""
+    s_r = settings.reverse
+    rows = [i for i, m in enumerate(ids) if not s_r.meters or m in s_r.meters]
+    if not s_r.enabled or not rows:
+        return []
+    alarm = detect_reverse_flow(flow[rows], grid.step_s, s_r.min_h, s_r.tolerance_m3h)
+    return episodes(alarm, [ids[i] for i in rows], grid)
+
+
 def _quiet_share(flow: FloatArray, cal: LocalCalendar, step_s: int,
                  meters: Sequence[MeterInfo], parents: set[str], settings: LeaksConfig
                  ) -> FloatArray:
@@ -161,8 +169,8 @@ def _steps(flow: FloatArray, never_quiet: BoolArray, cal: LocalCalendar, setting
     night = (settings.night.start_h, settings.night.end_h)
     rows = [i for i in range(flow.shape[0]) if never_quiet[i].any()]
     where = never_quiet[rows] & steady_flow(flow[rows], step_s, s_s.steady, s_s.steady_min_m3h)
-    keep = where.any(axis=1)  # a trickling household never is: skip its CUSUM
-    rows, where = [r for r, k in zip(rows, keep, strict=True) if k], where[keep]
+    keep = np.asarray(where.any(axis=1), dtype=bool)  # a trickling household: skip its CUSUM
+    rows, where = [r for r, k in zip(rows, keep.tolist(), strict=True) if k], where[keep]
     alarm = detect_bursts(flow[rows], step_s, s_b.weeks, s_b.min_weeks, s_b.k, s_s.h,
                           s_s.min_sigma_m3h, 0.0, close_bins=s_b.close_bins, method=s_b.method,
                           rel_sigma=s_s.rel_sigma, rel_excess=s_s.rel_excess,
