@@ -1,7 +1,7 @@
 """LeakDB-structured scenarios: a Hanoi-sized district inflow with 0–2 repaired leaks a year.
 
 Usage: ``.venv/bin/python benchmarks/leak_eval_leakdb.py [--scenarios 200] [--seed 1]
-[--days 365] [--leaks TOML] [--mqtt]``
+[--days 365] [--leaks TOML] [--link inflow|carries|loses|crosses] [--mqtt]``
 
 ``leak_eval_noise.py``'s district kinds give every meter one step leak that never ends. LeakDB's
 scenarios (Vrachimis et al. 2018) are built differently, and this follows their structure with
@@ -18,7 +18,8 @@ our own numbers (LeakDB's pattern coefficients are stored in files not available
   incipient leak's hole grows linearly to its peak at a uniform time in between;
 - a leak's outflow follows the orifice law at its node's pressure, 0.75 · A · √(2 g p), and the
   pressure falls with the inflow, p = 100 m − c · (Q / Q₀)^1.852 with c of 20–70 m per node:
-  a leak runs strongest at night, as in a pressure-driven hydraulic model.
+  a leak runs strongest at night, as in a pressure-driven hydraulic model;
+- with ``--link``, the meter sits on a pipe inside the network instead (:data:`LINKS`).
 
 A leak is found by an incident on its scenario's meter detected after the leak's start and no
 later than a day after its end (a night rule needs the night to finish); one already open at
@@ -138,8 +139,10 @@ def leak_outflow(demand: FloatArray, leaks: list[Leak], losses: FloatArray, q0: 
     return outflow
 
 
-def scenario(rng: np.random.Generator, n_bins: int, per_hour: int) -> tuple[FloatArray, list[Leak]]:
-    """One scenario's inflow, m³/h per bin, and its leaks."""
+def scenario(rng: np.random.Generator, n_bins: int, per_hour: int, link: str = "inflow"
+             ) -> tuple[FloatArray, list[Leak]]:
+    """One scenario's flow at its meter, m³/h per bin, and its leaks: the inflow, or (``link``)
+    a pipe inside the network (:data:`LINKS`)."""
     base = np.asarray(HANOI_M3H, dtype=float)[:, None] * rng.uniform(0.9, 1.1, (len(HANOI_M3H), 1))
     demand = base * _node_patterns(rng, n_bins, per_hour)
     demand *= 1 + 0.05 * rng.standard_normal(demand.shape)
@@ -147,13 +150,30 @@ def scenario(rng: np.random.Generator, n_bins: int, per_hour: int) -> tuple[Floa
     q0 = 1.6 * float(base.sum())  # about the yearly peak inflow
     losses = rng.uniform(20, 70, len(HANOI_M3H))
     leaks = _leaks(rng, n_bins)
-    return np.round(total + leak_outflow(total, leaks, losses, q0), 3), leaks
+    outflow = leak_outflow(total, leaks, losses, q0)
+    if link == "inflow":
+        return np.round(total + outflow, 3), leaks
+    part = demand[rng.random(len(HANOI_M3H)) < 0.3].sum(axis=0)  # the nodes the pipe feeds
+    share = rng.uniform(0.1, 0.5) * outflow
+    flow = {"carries": part + share, "loses": part - share,
+            "crosses": part - np.median(part) + share}[link]
+    return np.round(flow, 3), leaks
 
 
-def scenarios(n: int, seed: int, days: int = 365, per_hour: int = 2
+# A pipe inside a looped network, without a hydraulic model: the demand of a random ~30 % of
+# the nodes, plus or minus 10-50 % of the leaks' outflow.
+LINKS = {"inflow": "the network's inflow",
+         "carries": "a pipe that carries part of every leak's outflow",
+         "loses": "a pipe that loses flow to a leak drawn through another path (its repair is "
+                  "a rise)",
+         "crosses": "a loop pipe whose flow changes direction twice a day, the leaks pushing it "
+                    "forward"}
+
+
+def scenarios(n: int, seed: int, days: int = 365, per_hour: int = 2, link: str = "inflow"
               ) -> tuple[FloatArray, list[list[Leak]]]:
     rng = np.random.default_rng(seed)
-    rows, truth = zip(*(scenario(rng, days * 24 * per_hour, per_hour) for _ in range(n)),
+    rows, truth = zip(*(scenario(rng, days * 24 * per_hour, per_hour, link) for _ in range(n)),
                       strict=True)
     return np.stack(rows), list(truth)
 
@@ -227,6 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--days", type=int, default=365)
     ap.add_argument("--seed", type=int, default=1, help="tune on 1, check on others")
     ap.add_argument("--leaks", type=Path, default=None, metavar="TOML")
+    ap.add_argument("--link", choices=LINKS, default="inflow",
+                    help="where the meter sits: " + "; ".join(f"{k}: {v}" for k, v in LINKS.items()))
     ap.add_argument("--mqtt", action="store_true",
                     help="also replay the flows through MQTT, the daemon and meterd leaks, as a "
                          "flow sensor's flow_m3h readings, and check the incidents are the same")
@@ -234,7 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.mqtt and args.leaks:
         ap.error("--mqtt runs the default [leaks]: the replay's config carries only step_s")
     settings = load_settings(args.leaks).model_copy(update={"step_s": 1800})
-    flow, truth = scenarios(args.scenarios, args.seed, args.days)
+    flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
     # The replay maps time 0 to 2015-01-01; in-process runs then see the same calendar.
     grid = Grid(0 if args.mqtt else T0, flow.shape[1], 1800)
     ms: dict[str, Callable[[FloatArray, Grid], list[Incident]]] = methods(settings)
@@ -244,7 +266,7 @@ def main(argv: list[str] | None = None) -> int:
         runs = {"meterd via MQTT": replay(flow, grid), **runs}
     n_leaks, n_periods = sum(map(len, truth)), sum(len(leak_periods(t)) for t in truth)
     print(f"{args.scenarios} LeakDB-structured scenarios x {args.days} days, 30 min, seed "
-          f"{args.seed}: {n_leaks} leaks in {n_periods} leak periods, "
+          f"{args.seed}, meter on {LINKS[args.link]}: {n_leaks} leaks in {n_periods} leak periods, "
           f"{sum(not t for t in truth)} scenarios without one; false = incidents per "
           "scenario-month outside every leak (their count); found = leak periods found\n")
     print(header())

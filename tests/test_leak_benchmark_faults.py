@@ -97,3 +97,20 @@ def test_a_leakdb_leak_runs_strongest_at_night_and_stops_at_its_repair(leakdb: M
     p = 100 - 50 * ((demand[96 + 6] + night) / 30_000) ** 1.852
     assert night == pytest.approx(0.75 * np.pi * 0.05**2 * np.sqrt(2 * 9.81 * p) * 3600,
                                   rel=1e-3)
+
+
+def test_leakdb_link_meters_carry_lose_or_cross(leakdb: ModuleType) -> None:
+    """``--link``: from one seed, a pipe that carries part of the leaks' outflow and one that
+    loses the same part differ by twice that part, only while a leak runs; a loop pipe's flow
+    runs backwards about half the time."""
+    def run(link: str) -> tuple[np.ndarray, list]:
+        return leakdb.scenario(np.random.default_rng(7), 48 * 60, 2, link)
+
+    (carries, leaks), (loses, _) = run("carries"), run("loses")
+    assert leaks
+    gap = carries - loses
+    leaking = np.zeros(gap.size, dtype=bool)
+    for lk in leaks:
+        leaking[lk.start : lk.end] = True
+    assert np.all(gap[~leaking] == pytest.approx(0, abs=2e-3)) and np.all(gap[leaking] > 0)
+    assert 0.3 < float(np.mean(run("crosses")[0] < 0)) < 0.7
