@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -240,34 +242,50 @@ def test_reading_in_chunks_gives_the_same_grid(loaded: Path) -> None:
     np.testing.assert_array_equal(whole, odd)
 
 
+def _flow_sensor(influxd: InfluxServer, tmp_path: Path, meter: str, days: int, noise: float,
+                 change: Callable[[int, float], float], leaks_toml: str = "") -> Path:
+    """A half-hourly flow sensor's ``flow_m3h`` readings, day use over a night floor with
+    ``noise``, each passed through ``change(ts, rate)``, loaded into InfluxDB; its config."""
+    rng = np.random.default_rng(len(meter) + days)
+    rows = []
+    for k in range(days * 48):
+        ts = T0 + k * 1800
+        rate = (0.2 + 0.3 * (7 <= (k // 2) % 24 < 22)) * (1 + noise * rng.standard_normal())
+        rows.append(f"water,meter={meter},kind=water flow_m3h={round(change(ts, rate), 4)} {ts}")
+    load_lines(influxd, rows)
+    return write_config(tmp_path, influxd, f"""
+[leaks]
+step_s = 1800
+{leaks_toml}
+[[meters]]
+id = "{meter}"
+kind = "water"
+mqtt_topic = "m/{meter}"
+normally_zero = false
+""")
+
+
+def _leaks_json(cfg: Path, capsys: pytest.CaptureFixture[str], start: str, end: str
+                ) -> list[dict[str, Any]]:
+    assert main(["leaks", "-c", str(cfg), "--start", f"{start}T00:00:00+00:00",
+                 "--end", f"{end}T00:00:00+00:00", "--json"]) == 0
+    return list(json.loads(capsys.readouterr().out))
+
+
 def test_a_flow_sensor_without_a_register_is_judged_on_its_flow_readings(
         influxd: InfluxServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """A half-hourly flow sensor (LeakDB's step) reports only ``flow_m3h``: no register, so no
     consumption. ``meterd leaks`` reads the bin means of its flow readings instead, and finds
     the leak within hours (a step on a flow that never stops) and its first night confirms it."""
-    rng = np.random.default_rng(3)
     onset = T0 + (30 * 24 + 10) * 3600
-    rows, expect = [], {}
-    for k in range(40 * 48):
-        ts = T0 + k * 1800
-        hour = (k // 2) % 24
-        rate = (0.2 + 0.3 * (7 <= hour < 22)) * (1 + 0.01 * rng.standard_normal())
-        rate = round(rate + (0.05 if ts >= onset else 0.0), 4)
-        expect[ts] = rate
-        rows.append(f"water,meter=fs1,kind=water flow_m3h={rate} {ts}")
-    load_lines(influxd, rows)
-    cfg = write_config(tmp_path, influxd, """
-[leaks]
-step_s = 1800
-[[meters]]
-id = "fs1"
-kind = "water"
-mqtt_topic = "m/fs1"
-normally_zero = false
-""")
-    assert main(["leaks", "-c", str(cfg), "--start", "2025-01-20T00:00:00+00:00",
-                 "--end", "2025-02-09T00:00:00+00:00", "--json"]) == 0
-    incidents = json.loads(capsys.readouterr().out)
+    expect: dict[int, float] = {}
+
+    def leak(ts: int, rate: float) -> float:
+        expect[ts] = round(rate + (0.05 if ts >= onset else 0.0), 4)
+        return expect[ts]
+
+    cfg = _flow_sensor(influxd, tmp_path, "fs1", 40, 0.01, leak)
+    incidents = _leaks_json(cfg, capsys, "2025-01-20", "2025-02-09")
     assert [(i["meter"], i["type"]) for i in incidents] == [("fs1", "step_change")]
     assert "night_flow" in incidents[0]["detectors"]
     detected = datetime.fromisoformat(incidents[0]["detected_at"]).timestamp()
@@ -308,30 +326,11 @@ def test_a_flow_that_turns_backwards_is_one_reverse_flow_incident_not_a_leak(
     a building, or the sensor refitted the wrong way round). ``meterd leaks`` reports one
     ``reverse_flow`` incident, detected once the flow has run backwards for an hour, with no
     water lost; no leak rule fires on the reversed bins."""
-    rng = np.random.default_rng(5)
     turn = T0 + (20 * 24 + 9) * 3600
-    rows = []
-    for k in range(30 * 48):
-        ts = T0 + k * 1800
-        rate = (0.2 + 0.3 * (7 <= (k // 2) % 24 < 22)) * (1 + 0.02 * rng.standard_normal())
-        rows.append(f"water,meter=fs2,kind=water flow_m3h={round(-rate if ts >= turn else rate, 4)}"
-                    f" {ts}")
-    load_lines(influxd, rows)
-    cfg = write_config(tmp_path, influxd, """
-[leaks]
-step_s = 1800
-[leaks.reverse]
-enabled = true
-meters = ["fs2"]
-[[meters]]
-id = "fs2"
-kind = "water"
-mqtt_topic = "m/fs2"
-normally_zero = false
-""")
-    assert main(["leaks", "-c", str(cfg), "--start", "2025-01-10T00:00:00+00:00",
-                 "--end", "2025-01-31T00:00:00+00:00", "--json"]) == 0
-    incidents = json.loads(capsys.readouterr().out)
+    cfg = _flow_sensor(influxd, tmp_path, "fs2", 30, 0.02,
+                       lambda ts, rate: -rate if ts >= turn else rate,
+                       '[leaks.reverse]\nenabled = true\nmeters = ["fs2"]')
+    incidents = _leaks_json(cfg, capsys, "2025-01-10", "2025-01-31")
     assert [(i["meter"], i["type"], i["volume_m3"]) for i in incidents] == [
         ("fs2", "reverse_flow", 0.0)]
     assert datetime.fromisoformat(incidents[0]["start"]).timestamp() == turn
