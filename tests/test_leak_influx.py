@@ -144,6 +144,20 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
 
 
+def test_a_leak_already_running_when_the_daemon_first_starts_is_reported_once(
+        loaded: Path, tmp_path: Path) -> None:
+    """meterd installed on a site with history, while a leak runs: the first run ever reports
+    the open incident (until session 11 only what it detected in its last interval, so a leak
+    that began earlier was never reported), and the next run does not repeat it."""
+    cfg = load_config(loaded)
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    first = job.run_once(datetime.fromtimestamp(T0 + (27 * 24 + 18) * 3600, UTC))
+    assert [(i.meter, i.end) for i in first] == [("wc1", None)]
+    assert first[0].detected_at < T0 + 27 * 24 * 3600  # detected a day or more before it
+    assert job.run_once(datetime.fromtimestamp(T0 + (27 * 24 + 19) * 3600, UTC)) == []
+    assert [i.meter for i in job.open_incidents()] == ["wc1"]
+
+
 def test_the_daemon_runs_the_job_in_a_worker_thread(loaded: Path, tmp_path: Path) -> None:
     """``meterd run`` creates the job on its event loop and runs it with ``asyncio.to_thread``.
     sqlite3 ties a connection to the thread that made it, so until session 9 every scheduled

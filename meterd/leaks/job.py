@@ -97,7 +97,9 @@ class LeakJob:
         found = detect(flow, grid, cal, self.meters, s, break_ordinals(self.cfg),
                        self.cfg.tariffs.water_per_m3)
         row = self.db.execute("SELECT last_s FROM runs WHERE id = 1").fetchone()
-        last_s = row[0] if row else now_s - s.interval_s
+        # The first run ever has no last run: what it finds still open is a leak running now,
+        # however long ago it began, and what closed before it is history.
+        last_s = row[0] if row else None
         changed, events = self._reconcile(found, stored, last_s, now_s)
         if changed:
             self.write_lines(incident_lines(changed, s.measurement, self.tags))
@@ -128,9 +130,10 @@ class LeakJob:
         return int(max(s.history_days, min(need, s.max_history_days)))
 
     def _reconcile(self, found: list[Incident],
-                   stored: dict[tuple[str, bool], tuple[int, Incident]], last_s: int, now_s: int
-                   ) -> tuple[list[Incident], list[Incident]]:
-        """Match detections to the stored open incidents: update them, add only new ones."""
+                   stored: dict[tuple[str, bool], tuple[int, Incident]], last_s: int | None,
+                   now_s: int) -> tuple[list[Incident], list[Incident]]:
+        """Match detections to the stored open incidents: update them, add only new ones (those
+        detected since ``last_s``, or on a first run, None, those still open)."""
         self._pending: list[tuple[int | None, Incident]] = []
         changed: list[Incident] = []
         events: list[Incident] = []
@@ -149,7 +152,8 @@ class LeakJob:
                 changed.append(old)
                 if old.end is not None:
                     events.append(old)
-            elif key not in stored and inc.detected_at > last_s:
+            elif key not in stored and (inc.end is None if last_s is None
+                                        else inc.detected_at > last_s):
                 self._pending.append((None, inc))
                 changed.append(inc)
                 events.append(inc)
