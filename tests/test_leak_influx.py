@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -172,7 +172,7 @@ def test_the_daemon_runs_the_job_in_a_worker_thread(loaded: Path, tmp_path: Path
 
 
 def _job_events(influxd: InfluxServer, tmp_path: Path, meters: str, rows: list[str],
-                days: range) -> dict[int, list[tuple[str, str, int | None]]]:
+                days: Iterable[int]) -> dict[int, list[tuple[str, str, int | None]]]:
     """Run a LeakJob at noon of each of ``days`` over ``rows`` of consumption; what each run
     opened or closed, by day."""
     load_lines(influxd, rows)
@@ -216,6 +216,26 @@ def test_an_unrepaired_household_leak_stays_open_past_the_history_window(
     assert 80 <= closed_on <= 87
     end = events[closed_on][0][2]
     assert end is not None and end > OFF
+
+
+def test_a_new_leak_on_a_meter_whose_last_one_closed_while_the_daemon_was_down_is_reported(
+        influxd: InfluxServer, tmp_path: Path) -> None:
+    """A household leaks on days 30-36 and again from day 42. The daemon runs on day 32, is
+    down until day 50, then runs again: that run closes the first incident and reports the
+    second. Until session 11 it closed the first and skipped the second as the stored
+    incident's, and no later run ever reported it."""
+    rng = np.random.default_rng(13)
+    leaking = [(T0 + (30 * 24 + 10) * 3600, T0 + (36 * 24 + 10) * 3600),
+               (T0 + (42 * 24 + 10) * 3600, T0 + 90 * 24 * 3600)]
+    rows = []
+    for h in range(1, 60 * 24):
+        ts, hour = T0 + h * 3600, (h - 1) % 24
+        use = float(rng.exponential(0.02)) if 7 <= hour < 22 and rng.random() < 0.5 else 0.0
+        rows.append(_line("hh1", ts, use + 0.01 * any(a < ts <= b for a, b in leaking)))
+    events = _job_events(influxd, tmp_path, _water("hh1"), rows, [32, 50, 51])
+    assert [(d, [(t, end is None) for _m, t, end in evs]) for d, evs in events.items()] == [
+        (32, [("continuous_flow", True)]),
+        (50, [("continuous_flow", False), ("continuous_flow", True)])]
 
 
 def test_an_unrepaired_mains_leak_stays_open_past_the_history_window(

@@ -152,8 +152,8 @@ class LeakJob:
                 changed.append(old)
                 if old.end is not None:
                     events.append(old)
-            elif key not in stored and (inc.end is None if last_s is None
-                                        else inc.detected_at > last_s):
+            elif ((key not in stored or key in seen)  # in seen: a new one after it closed
+                  and (inc.end is None if last_s is None else inc.detected_at > last_s)):
                 self._pending.append((None, inc))
                 changed.append(inc)
                 events.append(inc)
