@@ -16,8 +16,6 @@ from numpy.typing import NDArray
 
 from meterd.analysis.hourly import BoolArray, FloatArray, Grid
 
-LEAK_TYPES = ("night_flow", "continuous_flow", "burst", "step_change", "zone_imbalance",
-              "out_of_hours")
 QUALITY_TYPES = ("stopped_meter", "reverse_flow")
 
 

@@ -57,66 +57,109 @@ def detect(
     price_per_m3: float = 0.0,
 ) -> list[Incident]:
     """All incidents over ``grid`` for ``meters`` (rows of ``flow``), one per leak."""
-    found: list[Incident] = []
-    ids = [m.id for m in meters]
-    step = grid.step_s
-
-    def add(alarm_rows: list[int], alarm: Alarm) -> None:
-        found.extend(episodes(alarm, [ids[i] for i in alarm_rows], grid, price_per_m3,
-                              settings.min_rate_m3h))
-
-    all_rows = list(range(len(meters)))
     back = flow < 0
+    found = _reverse(flow, grid, [m.id for m in meters], settings) if back.any() else []
     if back.any():
-        found.extend(_reverse(flow, grid, ids, settings))
         flow = np.where(back, np.nan, flow)  # the leak rules judge use, never negative
-    s_n = settings.night
-    s_c = settings.continuous
+    scan = _Scan(flow, grid, cal, meters, settings, tuple(breaks), price_per_m3)
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
     zones = {m.parent for m in meters if m.parent is not None}
-    share = _quiet_share(flow, cal, step, meters, zones, settings)
+    share = _quiet_share(flow, cal, grid.step_s, meters, zones, settings)
     zero, flowing = _zero_masks(share, meters, zones, settings)
-    # Rules run only on the meters they may report: their alarms are masked to the bins where
-    # the meter is of their family, and each meter's state is its own.
-    rows = [i for i, m in enumerate(meters) if (s_n.normally_zero_meters or m.normally_zero is not True)
-            and not (settings.balance.enabled and m.id in zones)
-            and (s_n.normally_zero_meters or flowing[i].any())]
-    if s_n.enabled and rows:
-        alarm = _night_flow(flow[rows], grid, cal, settings, breaks, s_n.allowance_m3h,
-                            s_n.allowance_rel, demand=True)
-        # Otherwise a parent's night flow is still its zone's: report it as the zone.
-        found.extend(episodes(
-            alarm if s_n.normally_zero_meters else _only(alarm, flowing[rows]),
-            [f"zone:{ids[i]}" if ids[i] in zones else ids[i] for i in rows], grid,
-            price_per_m3, settings.min_rate_m3h))
-    rows = [i for i, m in enumerate(meters)
-            if s_c.all_meters or (m.normally_zero is not False and zero[i].any())]
-    if s_c.enabled and rows:
-        dawn = None if s_c.night_run_h is None else night_ends(cal.hour, step,
-                                                                (s_n.start_h, s_n.end_h))
-        where = None if s_c.all_meters else zero[rows]
-        add(rows, _only(detect_continuous_flow(flow[rows], step, s_c.threshold_m3h, s_c.window_h,
-                                               s_c.quiet_h, dawn, s_c.night_run_h or 0.0), where))
-        if s_c.early:
-            slot = (cal.hour * 3600 // step).astype(np.int64)
-            add(rows, _only(detect_lost_quiet_hours(
-                flow[rows], slot, cal.day, step, s_c.threshold_m3h, s_c.early_days,
-                s_c.early_min_days, s_c.early_evidence, s_c.early_margin), where))
-    s_b = settings.bursts
-    if s_b.enabled and meters:
-        add(all_rows, detect_bursts(
-            flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
-            s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
-    if settings.steps.enabled and meters:
-        add(*_steps(flow, share == 0.0, cal, settings, step))  # share NaN: not known yet
-    found.extend(_zones(flow, grid, cal, meters, settings, price_per_m3, breaks))
-    s_o = settings.out_of_hours
-    rows = [i for i, m in enumerate(meters) if not s_o.buildings or m.building in s_o.buildings]
-    if s_o.enabled and rows:
-        empty = empty_mask(cal.hour, cal.day, list(breaks), (s_o.night_start_h, s_o.night_end_h))
-        add(rows, detect_out_of_hours(flow[rows], empty, step, s_o.allowance_m3h, s_o.min_hours))
+    found += _night_rule(scan, zones, flowing)
+    found += _continuous_rules(scan, zero)
+    found += _burst_rules(scan, share)
+    found += _zones(scan)
+    found += _out_of_hours(scan)
     return hold_open(merge_overlapping(found), round(settings.close_after_h * 3600),
                      grid.t0_s + grid.n * grid.step_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Scan:
+    """One run's inputs, shared by the families of rules."""
+
+    flow: FloatArray
+    grid: Grid
+    cal: LocalCalendar
+    meters: Sequence[MeterInfo]
+    settings: LeaksConfig
+    breaks: tuple[tuple[int, int], ...]
+    price_per_m3: float
+
+    def incidents(self, rows: Sequence[int], alarm: Alarm,
+                  labels: list[str] | None = None) -> list[Incident]:
+        """``alarm`` over ``rows`` as priced incidents, labelled by meter id or ``labels``."""
+        return episodes(alarm, labels or [self.meters[i].id for i in rows], self.grid,
+                        self.price_per_m3, self.settings.min_rate_m3h)
+
+
+def _night_rule(scan: _Scan, zones: set[str], flowing: BoolArray) -> list[Incident]:
+    """``[leaks.night]`` on every meter that is not normally zero, and not a zone parent whose
+    zone balance judges its night instead."""
+    s, s_n = scan.settings, scan.settings.night
+    # Rules run only on the meters they may report: their alarms are masked to the bins where
+    # the meter is of their family, and each meter's state is its own.
+    rows = [i for i, m in enumerate(scan.meters)
+            if (s_n.normally_zero_meters or m.normally_zero is not True)
+            and not (s.balance.enabled and m.id in zones)
+            and (s_n.normally_zero_meters or flowing[i].any())]
+    if not s_n.enabled or not rows:
+        return []
+    alarm = _night_flow(scan.flow[rows], scan.grid, scan.cal, s, scan.breaks,
+                        s_n.allowance_m3h, s_n.allowance_rel, demand=True)
+    # Otherwise a parent's night flow is still its zone's: report it as the zone.
+    ids = [scan.meters[i].id for i in rows]
+    return scan.incidents(rows, alarm if s_n.normally_zero_meters else _only(alarm, flowing[rows]),
+                          [f"zone:{m}" if m in zones else m for m in ids])
+
+
+def _continuous_rules(scan: _Scan, zero: BoolArray) -> list[Incident]:
+    """``[leaks.continuous]`` and its early rule, lost quiet hours, on normally-zero meters."""
+    s_n, s_c, step = scan.settings.night, scan.settings.continuous, scan.grid.step_s
+    rows = [i for i, m in enumerate(scan.meters)
+            if s_c.all_meters or (m.normally_zero is not False and zero[i].any())]
+    if not s_c.enabled or not rows:
+        return []
+    dawn = None if s_c.night_run_h is None else night_ends(scan.cal.hour, step,
+                                                            (s_n.start_h, s_n.end_h))
+    where = None if s_c.all_meters else zero[rows]
+    flow = scan.flow[rows]
+    out = scan.incidents(rows, _only(detect_continuous_flow(
+        flow, step, s_c.threshold_m3h, s_c.window_h, s_c.quiet_h, dawn, s_c.night_run_h or 0.0),
+        where))
+    if s_c.early:
+        slot = (scan.cal.hour * 3600 // step).astype(np.int64)
+        out += scan.incidents(rows, _only(detect_lost_quiet_hours(
+            flow, slot, scan.cal.day, step, s_c.threshold_m3h, s_c.early_days,
+            s_c.early_min_days, s_c.early_evidence, s_c.early_margin), where))
+    return out
+
+
+def _burst_rules(scan: _Scan, share: FloatArray) -> list[Incident]:
+    """``[leaks.bursts]`` on every meter, and ``[leaks.steps]`` on those that never stop."""
+    s_b, step = scan.settings.bursts, scan.grid.step_s
+    out: list[Incident] = []
+    if s_b.enabled and scan.meters:
+        out += scan.incidents(range(len(scan.meters)), detect_bursts(
+            scan.flow, step, s_b.weeks, s_b.min_weeks, s_b.k, s_b.h, s_b.min_sigma_m3h,
+            s_b.min_excess_m3h, close_bins=s_b.close_bins, method=s_b.method))
+    if scan.settings.steps.enabled and scan.meters:  # share NaN, not known yet, is not 0
+        out += scan.incidents(*_steps(scan.flow, share == 0.0, scan.cal, scan.settings, step))
+    return out
+
+
+def _out_of_hours(scan: _Scan) -> list[Incident]:
+    """``[leaks.out_of_hours]``: use in the named buildings while they should be empty."""
+    s_o = scan.settings.out_of_hours
+    rows = [i for i, m in enumerate(scan.meters)
+            if not s_o.buildings or m.building in s_o.buildings]
+    if not s_o.enabled or not rows:
+        return []
+    cal = scan.cal
+    empty = empty_mask(cal.hour, cal.day, list(scan.breaks), (s_o.night_start_h, s_o.night_end_h))
+    return scan.incidents(rows, detect_out_of_hours(scan.flow[rows], empty, scan.grid.step_s,
+                                                    s_o.allowance_m3h, s_o.min_hours))
 
 
 def _reverse(flow: FloatArray, grid: Grid, ids: list[str], settings: LeaksConfig
@@ -222,11 +265,11 @@ def _rounding_allowance(s_z: BalanceSettings, n_children: list[int]) -> FloatArr
     return np.maximum(s_z.night_allowance_m3h, 3.0 * noise)
 
 
-def _zones(flow: FloatArray, grid: Grid, cal: LocalCalendar, meters: Sequence[MeterInfo],
-           settings: LeaksConfig, price_per_m3: float,
-           breaks: Sequence[tuple[int, int]] = ()) -> list[Incident]:
+def _zones(scan: _Scan) -> list[Incident]:
     """Zone balance and the zone's night imbalance per parent with children, and stopped
     children while their parent flows."""
+    flow, grid, cal, meters, settings = scan.flow, scan.grid, scan.cal, scan.meters, scan.settings
+    price_per_m3, breaks = scan.price_per_m3, scan.breaks
     index = {m.id: i for i, m in enumerate(meters)}
     kids: dict[str, list[int]] = {}
     for i, m in enumerate(meters):
