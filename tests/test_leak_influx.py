@@ -105,6 +105,26 @@ def test_replay_reports_the_leak_once_and_causally(loaded: Path,
     assert held[0]["detected_at"] == inc["detected_at"] and held[0]["end"] is None
 
 
+def test_replay_write_backfills_closed_incidents_once_and_leaves_open_ones(
+        loaded: Path, influxd: InfluxServer, capsys: pytest.CaptureFixture[str]) -> None:
+    """``--write`` puts the closed incidents into the incidents measurement as the daemon
+    writes them, so Grafana shows leaks from before meterd ran; writing again rewrites the
+    same point. One still open at --end is left to the daemon, which reports it."""
+    args = ["leaks", "-c", str(loaded), "--start", "2025-01-20", "--write", "--json"]
+    assert main([*args, "--end", "2025-01-28"]) == 0
+    assert "wrote 0 closed incident(s) to 'incidents'; 1 still open" in capsys.readouterr().err
+    assert influxd.query('SELECT * FROM "incidents"', db="campus") == []
+    for _ in range(2):
+        assert main([*args, "--end", "2025-02-01"]) == 0
+        (inc,) = json.loads(capsys.readouterr().out)
+    (series,) = influxd.query('SELECT * FROM "incidents"', db="campus")
+    (row,) = [dict(zip(series["columns"], v, strict=True)) for v in series["values"]]
+    assert (row["meter"], row["type"], row["open"], row["building"]) == (
+        "wc1", "continuous_flow", 0.0, "B1")
+    assert row["end"] == datetime.fromisoformat(inc["end"]).timestamp()
+    assert row["time"] == datetime.fromisoformat(inc["start"]).timestamp() * 1e9
+
+
 def test_replay_table_and_bad_period(loaded: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["leaks", "-c", str(loaded), "--start", "2025-01-20", "--end", "2025-01-31"]) == 0
     assert "continuous_flow" in capsys.readouterr().out

@@ -12,7 +12,7 @@ from meterd.analysis.incidents import Incident
 from meterd.config import Config, ConfigError, load_config
 from meterd.leaks.config import leaks_config
 from meterd.leaks.engine import detect
-from meterd.leaks.io import Query, fetch_flow, water_meters
+from meterd.leaks.io import Query, fetch_flow, incident_lines, meter_tags, water_meters
 from meterd.leaks.job import break_ordinals
 
 
@@ -25,6 +25,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--start", required=True, type=_iso, help="ISO time, e.g. 2025-03-01T00:00+08:00")
     p.add_argument("--end", required=True, type=_iso, help="ISO time (exclusive)")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--write", action="store_true",
+                   help="also write the incidents that closed by --end to InfluxDB, as the "
+                        "daemon does (a backfill of Grafana's annotations for the time before "
+                        "meterd ran); those still open are the daemon's to report")
     p.set_defaults(func=_run)
 
 
@@ -59,7 +63,8 @@ def _fmt(ts: int | None) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from meterd.sinks.influx.query import InfluxQL, QueryError
+    from meterd.sinks.influx import SinkError
+    from meterd.sinks.influx.query import InfluxQL
 
     try:
         cfg = load_config(args.config)
@@ -67,7 +72,9 @@ def _run(args: argparse.Namespace) -> int:
             raise ValueError("--end must be after --start")
         incidents = replay(cfg, InfluxQL(cfg.influxdb).query, args.start, args.end,
                            progress=sys.stderr.isatty())
-    except (ConfigError, QueryError, ValueError) as exc:
+        if args.write:
+            _write_closed(cfg, incidents)
+    except (ConfigError, SinkError, ValueError) as exc:
         print(f"meterd leaks: {exc}", file=sys.stderr)
         return 2
     if args.json:
@@ -83,6 +90,18 @@ def _run(args: argparse.Namespace) -> int:
               f"{_fmt(i.end):<17} {i.rate_m3h:>8.3f} {i.volume_m3:>9.2f} {i.cost:>9.2f}")
     print(f"{len(incidents)} incident(s)")
     return 0
+
+
+def _write_closed(cfg: Config, incidents: list[Incident]) -> None:
+    """The closed ``incidents`` into the incidents measurement; a count on stderr."""
+    from meterd.daemon import build_sink
+
+    closed = [i for i in incidents if i.end is not None]
+    measurement = leaks_config(cfg).measurement
+    build_sink(cfg.influxdb).write(incident_lines(closed, measurement, meter_tags(cfg)))
+    print(f"wrote {len(closed)} closed incident(s) to {measurement!r}; "
+          f"{len(incidents) - len(closed)} still open at --end left to the daemon",
+          file=sys.stderr)
 
 
 def _iso_s(ts: int) -> str:
