@@ -147,24 +147,26 @@ def score(method: Method, flow: FloatArray, rows: list[int], trials: FloatArray,
     by_row: dict[int, list[Incident]] = {}
     for inc in method(trials, grid):
         by_row.setdefault(int(inc.meter), []).append(inc)
-    hits: list[tuple[str, float, float | None, bool]] = []
+    # (kind, size, delay h or None, by the first full hour, type of the incident that found it)
+    hits: list[tuple[str, float, float | None, bool, str]] = []
     for t in truth:
         onset = t["onset_s"]
         first_full_end = (onset // 3600 + 2) * 3600  # end of the first bin wholly after onset
-        found = None
+        found, by = None, ""
         for inc in by_row.get(int(t["row"]), []):
             open_at_onset = inc.detected_at <= onset and (inc.end is None or inc.end > onset)
             if open_at_onset:
                 break  # already-open incident: the new leak is never reported
             if onset < inc.detected_at <= onset + AFTER_D * 86400:
-                found = (inc.detected_at - onset) / 3600
+                found, by = (inc.detected_at - onset) / 3600, inc.type
                 break
         in_time = found is not None and onset + found * 3600 <= first_full_end
-        hits.append((str(t["kind"]), t["rate"], found, in_time))
+        hits.append((str(t["kind"]), t["rate"], found, in_time, by))
     clean = flow[rows]
     fgrid = Grid(0, clean.shape[1])
     nat = natural_runs(clean)
     n_false = n_nat = 0
+    types: dict[str, int] = {}
     for inc in method(clean, fgrid):
         m = int(inc.meter)
         a = inc.start // 3600
@@ -173,8 +175,10 @@ def score(method: Method, flow: FloatArray, rows: list[int], trials: FloatArray,
             n_nat += 1
         else:
             n_false += 1
+        types[inc.type] = types.get(inc.type, 0) + 1
     months = float(np.sum(~np.isnan(clean)) / 730)
-    return {"hits": hits, "false": n_false / months, "natural": n_nat / months}
+    return {"hits": hits, "false": n_false / months, "natural": n_nat / months,
+            "clean_by_type": {k: v / months for k, v in types.items()}}
 
 
 BANDS = [("leak", 0.002, 0.005, "leak 2–5 L/h"), ("leak", 0.005, 0.015, "leak 5–15 L/h"),
@@ -210,6 +214,25 @@ def table(results: dict[str, dict[str, object]]) -> str:
             cells.append(f"{np.median(d):.1f}" if d else "–")
         bursts = [h for h in hits if h[0] == "burst"]
         cells.append(f"{sum(h[3] for h in bursts)}/{len(bursts)}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def detector_table(res: dict[str, object]) -> str:
+    """One method's finds, clean-data incidents and median delays by the type of the incident
+    that reported each leak first (an incident takes the type of its earliest detection)."""
+    hits = res["hits"]
+    clean = res["clean_by_type"]
+    assert isinstance(hits, list) and isinstance(clean, dict)
+    head = ["first detector", *[b[3] for b in BANDS], "clean-data incidents /meter-month",
+            "median delay h (leaks)", "median delay h (bursts)"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for kind in sorted({h[4] for h in hits if h[2] is not None} | set(clean)):
+        mine = [h if h[4] == kind else (*h[:2], None, *h[3:]) for h in hits]
+        cells = [kind, *band_cells(mine, BANDS)[:-1], f"{clean.get(kind, 0.0):.3f}"]
+        for what in ("leak", "burst"):
+            d = [h[2] for h in mine if h[0] == what and h[2] is not None]
+            cells.append(f"{np.median(d):.1f}" if d else "–")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -263,6 +286,8 @@ def main(argv: list[str] | None = None) -> int:
     ramp = f", leaks ramping over {args.ramp_days:g} days" if args.ramp_days else ""
     print(f"DAIAD trial A, {args.split} half, {n} injected leaks/bursts, seed {args.seed}{ramp}\n")
     print(table(results))
+    print("\nmeterd by the detector that reported each leak first:\n")
+    print(detector_table(results["meterd"]))
     return 0
 
 
