@@ -182,6 +182,8 @@ def scenarios(n: int, seed: int, days: int = 365, per_hour: int = 2, link: str =
 class Score:
     false: int
     delays: list[tuple[Leak, float | None]]  # per leak: delay h from its start, or None
+    found_by: list[str]  # per leak: type of the incident that found it ("" if none)
+    false_by: dict[str, int]  # false incidents by type
 
 
 def leak_periods(leaks: list[Leak]) -> list[Leak]:
@@ -208,13 +210,20 @@ def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid) -> Sco
     for row, p in periods:
         start = grid.t0_s + p.start * grid.step_s
         spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * grid.step_s + GRACE_S))
-    false = sum(not any(a < i.detected_at <= b for a, b in spans.get(i.meter, []))
-                for i in incidents)
+    false_by: dict[str, int] = {}
+    for i in incidents:
+        if not any(a < i.detected_at <= b for a, b in spans.get(i.meter, [])):
+            false_by[i.type] = false_by.get(i.type, 0) + 1
+    where = [(m, a, b) for m, sp in spans.items() for a, b in sp]  # in the order of periods
     faults: list[dict[str, object]] = [
         {"kind": "leak", "rate": p.diameter_m, "onset_s": a, "within_s": b - a, "accept": {m}}
-        for m, sp in spans.items() for a, b in sp]
-    return Score(false, [(p, h[2]) for (_, p), h in zip(periods, found_in(incidents, faults),
-                                                         strict=True)])
+        for (m, a, b), (_, p) in zip(where, periods, strict=True)]
+    delays = [h[2] for h in found_in(incidents, faults)]
+    by_time = {(i.meter, i.detected_at): i.type for i in incidents}
+    found_by = ["" if d is None else by_time[(m, round(a + d * 3600))]
+                for (m, a, _), d in zip(where, delays, strict=True)]
+    return Score(sum(false_by.values()),
+                 [(p, d) for (_, p), d in zip(periods, delays, strict=True)], found_by, false_by)
 
 
 def rows(res: dict[str, Score], months: float) -> list[str]:
@@ -231,6 +240,18 @@ def rows(res: dict[str, Score], months: float) -> list[str]:
         found = sum(d is not None for _, d in s.delays)
         out.append(f"| {name} | {s.false / months:.3f} ({s.false}) | {found}/{len(s.delays)} | "
                    f"{' | '.join(cells)} | {med[name]} |")
+    return out
+
+
+def detector_rows(s: Score, months: float) -> list[str]:
+    """Markdown rows of one method by the type of the incident that found each leak period."""
+    out = ["| first detector | leak periods found | median delay h | false |", "|---|---|---|---|"]
+    for kind in sorted({k for k in s.found_by if k} | set(s.false_by)):
+        d = [dl for (_, dl), k in zip(s.delays, s.found_by, strict=True)
+             if k == kind and dl is not None]
+        med = f"{np.median(d):.1f}" if d else "–"
+        n = s.false_by.get(kind, 0)
+        out.append(f"| {kind} | {len(d)} | {med} | {n / months:.3f} ({n}) |")
     return out
 
 
@@ -269,9 +290,12 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.seed}, meter on {LINKS[args.link]}: {n_leaks} leaks in {n_periods} leak periods, "
           f"{sum(not t for t in truth)} scenarios without one; false = incidents per "
           "scenario-month outside every leak (their count); found = leak periods found\n")
+    months = args.scenarios * args.days / 30.4
+    scores = {name: score(incs, truth, grid) for name, incs in runs.items()}
     print(header())
-    print("\n".join(rows({name: score(incs, truth, grid) for name, incs in runs.items()},
-                         args.scenarios * args.days / 30.4)))
+    print("\n".join(rows(scores, months)))
+    print("\nmeterd by the detector that found each leak period first:\n")
+    print("\n".join(detector_rows(scores["meterd"], months)))
     if replay is None:
         return 0
     return compare_replay([runs["meterd"]], [runs["meterd via MQTT"]], replay)
