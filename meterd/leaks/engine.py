@@ -57,9 +57,10 @@ def detect(
     price_per_m3: float = 0.0,
 ) -> list[Incident]:
     """All incidents over ``grid`` for ``meters`` (rows of ``flow``), one per leak."""
+    found: list[Incident] = []
     back = flow < 0
-    found = _reverse(flow, grid, [m.id for m in meters], settings) if back.any() else []
     if back.any():
+        found = _reverse(flow, grid, [m.id for m in meters], settings)
         flow = np.where(back, np.nan, flow)  # the leak rules judge use, never negative
     scan = _Scan(flow, grid, cal, meters, settings, tuple(breaks), price_per_m3)
     # With zone balance on, a parent's night flow is judged on its zone's imbalance (_zones).
@@ -166,8 +167,8 @@ def _reverse(flow: FloatArray, grid: Grid, ids: list[str], settings: LeaksConfig
              ) -> list[Incident]:
     """``[leaks.reverse]`` on the meters it names (empty: all)."""
     s_r = settings.reverse
-    rows = [i for i, m in enumerate(ids) if not s_r.meters or m in s_r.meters]
-    if not s_r.enabled or not rows:
+    rows = [i for i, m in enumerate(ids) if s_r.enabled and (not s_r.meters or m in s_r.meters)]
+    if not rows:
         return []
     alarm = detect_reverse_flow(flow[rows], grid.step_s, s_r.min_h, s_r.tolerance_m3h)
     return episodes(alarm, [ids[i] for i in rows], grid)
