@@ -12,6 +12,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from meterd.analysis.incidents import QUALITY_TYPES
+
 HERE = Path(__file__).resolve().parent
 
 INFLUX: dict[str, str] = {"type": "influxdb", "uid": "meterd-influxdb"}
@@ -66,11 +68,18 @@ NIGHT_FLOW = (
 # and closes (meterd/leaks/io.py), so "open" is simply open = 1. No time filter: an incident that
 # started before the dashboard's range and is still open must be listed.
 INCIDENT_FILTER = '"campus" =~ /^$campus$/ AND "building" =~ /^$building$/ AND "meter" =~ /^$meter$/'
+# Data-quality incidents (a stopped meter, reverse flow) send a meter technician, not a plumber.
+QUALITY = f'/^({"|".join(QUALITY_TYPES)})$/'
 OPEN_INCIDENTS = ('SELECT "meter", "type", "rate_m3h", "volume_m3" FROM "incidents" '
-                  f'WHERE "open" = 1 AND {INCIDENT_FILTER}')
+                  f'WHERE "open" = 1 AND "type" !~ {QUALITY} AND {INCIDENT_FILTER}')
+OPEN_FAULTS = ('SELECT "meter", "type", "detected_at" FROM "incidents" '
+               f'WHERE "open" = 1 AND "type" =~ {QUALITY} AND {INCIDENT_FILTER}')
 
-INCIDENT_ANNOTATIONS = ('SELECT "rate_m3h", "volume_m3", "meter", "type" FROM "incidents" '
-                        f'WHERE "open" = 1 AND {INCIDENT_FILTER} AND $timeFilter')
+# Every leak that started in the range, open or closed; "end" is epoch seconds and Grafana wants
+# the annotation's end in milliseconds.
+INCIDENT_ANNOTATIONS = ('SELECT "rate_m3h", "volume_m3", "meter", "type", "end" * 1000 AS "end_ms" '
+                        f'FROM "incidents" WHERE "type" !~ {QUALITY} AND {INCIDENT_FILTER} '
+                        'AND $timeFilter')
 
 METER_EVENTS = ('SELECT count("after") FROM "meter_events" WHERE ' + FILTER
                 + ' GROUP BY "meter", "type"')
@@ -189,9 +198,10 @@ def overview() -> dict[str, Any]:
 
 def water() -> dict[str, Any]:
     annotation = {
-        "datasource": INFLUX, "enable": True, "iconColor": "red", "name": "Leak incidents (open)",
+        "datasource": INFLUX, "enable": True, "iconColor": "red", "name": "Leak incidents",
         "query": INCIDENT_ANNOTATIONS, "titleColumn": "meter", "tagsColumn": "type",
-        "textColumn": "rate_m3h",  # m³/h; the annotation marks the start
+        "textColumn": "rate_m3h",  # m³/h; from the start to the end (open: a point)
+        "timeEndColumn": "end_ms",
     }
     panels = [
         panel("Hourly water consumption per meter", [influx_target("A", HOURLY_WATER,
@@ -202,8 +212,12 @@ def water() -> dict[str, Any]:
                           "per night: the usual leak indicator for a building that should be "
                           "empty at night."),
         panel("Open leak incidents", [influx_target("A", OPEN_INCIDENTS, fmt="table")], "short",
-              kind="table", description="Every incident still open, however long ago it "
+              kind="table", description="Every leak incident still open, however long ago it "
                                         "started; time is its start."),
+        panel("Open meter faults", [influx_target("A", OPEN_FAULTS, fmt="table")], "short",
+              kind="table", description="Data-quality incidents still open: a meter that stopped "
+                                        "while its zone used water, or a flow running backwards. "
+                                        "No water lost; the meter needs a visit."),
     ]
     return dashboard("meterd-water-leaks", "meterd / Water and leaks", panels,
                      [tz_variable(), CAMPUS, BUILDING, METER], [annotation],

@@ -104,6 +104,8 @@ def dataset() -> list[str]:
         f"volume_m3=700,open=1 {D0 - 10 * DAY}",  # still open, started before the range
         f"incidents,{_tags('w3', 'south', 'lab', None, type='burst')} rate_m3h=9,"
         f"volume_m3=9,open=1 {D0 + 6 * H}",  # another campus
+        f"incidents,{_tags('w2', 'north', 'canteen_a', None, type='stopped_meter')} rate_m3h=0,"
+        f"volume_m3=0,open=1,detected_at={D0 + 9 * H} {D0 + 7 * H}",  # data quality: not a leak
         f"canteen_activity,canteen=c1 meals=500,revenue=6000 {D0}",
         f"canteen_activity,canteen=c1 meals=400 {D0 + DAY}",
         f"canteen_activity,canteen=c2 meals=100 {D0}",
@@ -148,8 +150,9 @@ EXPECTED: dict[tuple[str, str, str], Series] = {
         {"w1": both_days(0.2, 2 * H), "w2": both_days(0.4, 2 * H)}, "meter"),
     ("water-leaks.json", "Open leak incidents", "A"): {
         (): {D0 - 10 * DAY: "w1", D0 + 5 * H: "w2", D0 + 28 * H: "w1"}},
-    ("water-leaks.json", "annotation: Leak incidents (open)", "query"): {
-        (): {D0 + 5 * H: 0.4, D0 + 28 * H: 0.2}},
+    ("water-leaks.json", "Open meter faults", "A"): {(): {D0 + 7 * H: "w2"}},
+    ("water-leaks.json", "annotation: Leak incidents", "query"): {
+        (): {D0 + 4 * H: 0.2, D0 + 5 * H: 0.4, D0 + 28 * H: 0.2}},
     ("canteens.json", "Daily electricity per canteen", "A"): series({"c1": both_days(480.0)},
                                                                     "canteen"),
     ("canteens.json", "Daily water per canteen", "A"): series({"c1": both_days(9.6)}, "canteen"),
@@ -286,6 +289,14 @@ def test_meals_share_timestamps_with_daily_consumption(campus_influx: InfluxServ
     meals = as_series(run(campus_influx, grafana_substitute(
         targets[("canteens.json", "Per meal: $canteen", "D")], D0, D0 + 2 * DAY, one)))
     assert set(energy[(("canteen", "c1"),)]) == set(meals[(("canteen", "c1"),)]) == {D0, D0 + DAY}
+
+
+def test_leak_annotations_span_start_to_end_in_milliseconds(campus_influx: InfluxServer) -> None:
+    """Grafana reads ``timeEndColumn`` as epoch milliseconds; ``end`` is stored in seconds."""
+    q = dict(influx_targets())[("water-leaks.json", "annotation: Leak incidents", "query")]
+    (raw,) = run(campus_influx, grafana_substitute(q, D0, D0 + 2 * DAY, VARS))
+    end = {row[0]: row[raw["columns"].index("end_ms")] for row in raw["values"]}
+    assert end == {D0 + 4 * H: (D0 + 8 * H) * 1000, D0 + 5 * H: None, D0 + 28 * H: None}
 
 
 def test_filters_narrow_to_one_meter(campus_influx: InfluxServer) -> None:
