@@ -25,6 +25,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from benchmarks.leak_scan_bench import households
 from meterd.config import load_config
 from meterd.leaks.io import fetch_flow, water_meters
 from meterd.leaks.job import LeakJob, grid_until
@@ -32,15 +33,6 @@ from meterd.sinks.influx.query import InfluxQL
 from simulators.local_servers import InfluxServer
 
 T0 = 1_735_689_600  # 2025-01-01 00:00 UTC
-
-
-def households(n_meters: int, hours: int, rng: np.random.Generator) -> np.ndarray:
-    """Hourly use, m³: taps by day, quiet at night, whole litres; 5 % leak from mid-period."""
-    day = ((np.arange(hours) % 24 >= 7) & (np.arange(hours) % 24 < 22))[None, :]
-    use = np.where(day, rng.exponential(0.05, (n_meters, hours)), 0.0)
-    use[rng.random(use.shape) < 0.4] = 0.0
-    use[: n_meters // 20, hours // 2 :] += 0.01
-    return np.round(use, 3)
 
 
 def load(url: str, use: np.ndarray, first_hour: int, per_post: int = 200) -> None:
@@ -70,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     hours = args.days * 24
     use = households(args.meters, hours + 1, np.random.default_rng(0))
+    use[: args.meters // 20, hours // 2 :] += 0.01  # 5 % leak from mid-period
+    use = np.round(use, 3)  # whole litres, as registers report
     with tempfile.TemporaryDirectory() as tmp, InfluxServer(Path(tmp)) as srv:
         requests.post(f"{srv.url}/query", params={"q": "CREATE DATABASE campus"}, timeout=10)
         t = time.perf_counter()
