@@ -164,6 +164,22 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
     assert row["meter"] == "wc1" and row["open"] == 0.0 and row["end"] == closed[0].end
 
 
+def test_the_job_counts_each_negative_bin_once(influxd: InfluxServer, tmp_path: Path) -> None:
+    """The job re-reads its history every run; a sensor running backwards must not add its old
+    negative bins to the rejection count again each hour, only the bins new since the last run."""
+    turn = T0 + (20 * 24 + 9) * 3600
+    cfg = load_config(_flow_sensor(influxd, tmp_path, "fs3", 30, 0.02,
+                                   lambda ts, rate: -rate if ts >= turn else rate))
+    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    counts = []
+    for hour in (25 * 24, 25 * 24 + 1, 25 * 24 + 3):
+        before = REJECTS.total("negative_flow")
+        job.run_once(datetime.fromtimestamp(T0 + hour * 3600, UTC))
+        counts.append(REJECTS.total("negative_flow") - before)
+    # Half-hour bins from 09:00 on day 20 to 00:00 on day 25, then two and four new ones.
+    assert counts == [(4 * 24 + 15) * 2, 2, 4]
+
+
 def test_a_leak_already_running_when_the_daemon_first_starts_is_reported_once(
         loaded: Path, tmp_path: Path) -> None:
     """meterd installed on a site with history, while a leak runs: the first run ever reports

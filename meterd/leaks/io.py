@@ -56,11 +56,13 @@ def consumption_query(start_s: int, end_s: int) -> str:
 
 def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
                max_interval_s: float | None = None, chunk_s: int = 7 * 86400,
-               progress: bool = False) -> FloatArray:
+               progress: bool = False, new_from_s: int | None = None) -> FloatArray:
     """Flow grid (m³/h) of ``meters`` over ``grid``; meters without data are all NaN.
 
     Queried ``chunk_s`` at a time, so a long replay never asks InfluxDB for one response holding
-    every point of every meter; ``progress`` shows a bar on stderr.
+    every point of every meter; ``progress`` shows a bar on stderr. ``new_from_s``: bins before
+    it were read by an earlier run (the scheduled job re-reads its history every hour), so their
+    negative means are not counted as rejections again.
     """
     rows = {m.id: i for i, m in enumerate(meters)}
     parts: dict[str, list[np.ndarray]] = {}
@@ -84,7 +86,8 @@ def fetch_flow(query: Query, meters: Sequence[MeterInfo], grid: Grid,
                 i = (int(ts) - grid.t0_s) // grid.step_s
                 if mean is None or not 0 <= i < grid.n:
                     continue
-                if mean < 0:  # kept for the reverse-flow rule; the leak rules never see it
+                # Kept for the reverse-flow rule; the leak rules never see it.
+                if mean < 0 and (new_from_s is None or int(ts) >= new_from_s):
                     REJECTS.reject("leaks", "negative_flow",
                                    f"meter {meter}: mean flow {mean} m³/h in the bin at {ts}: "
                                    "reverse flow, or a sensor mounted backwards; the leak "

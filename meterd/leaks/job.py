@@ -92,14 +92,16 @@ class LeakJob:
         s = self.settings
         stored = self._stored_open()
         grid = grid_until(now_s, s.step_s, self._history_days(now_s, stored))
-        flow = fetch_flow(self.query, self.meters, grid, s.max_interval_s)
-        cal = local_calendar(grid, self.cfg.site.timezone)
-        found = detect(flow, grid, cal, self.meters, s, break_ordinals(self.cfg),
-                       self.cfg.tariffs.water_per_m3)
         row = self.db.execute("SELECT last_s FROM runs WHERE id = 1").fetchone()
         # The first run ever has no last run: what it finds still open is a leak running now,
         # however long ago it began, and what closed before it is history.
         last_s = row[0] if row else None
+        # The bins the last run read completely were counted then.
+        new_from = None if last_s is None else last_s // s.step_s * s.step_s
+        flow = fetch_flow(self.query, self.meters, grid, s.max_interval_s, new_from_s=new_from)
+        cal = local_calendar(grid, self.cfg.site.timezone)
+        found = detect(flow, grid, cal, self.meters, s, break_ordinals(self.cfg),
+                       self.cfg.tariffs.water_per_m3)
         changed, events = self._reconcile(found, stored, last_s, now_s)
         if changed:
             self.write_lines(incident_lines(changed, s.measurement, self.tags))
