@@ -1,7 +1,7 @@
 """LeakDB-structured scenarios: a Hanoi-sized district inflow with 0–2 repaired leaks a year.
 
 Usage: ``.venv/bin/python benchmarks/leak_eval_leakdb.py [--scenarios 200] [--seed 1]
-[--days 365] [--leaks TOML] [--link inflow|carries|loses|crosses] [--mqtt]``
+[--days 365] [--leaks TOML] [--link inflow|carries|loses|crosses] [--hourly] [--mqtt]``
 
 ``leak_eval_noise.py``'s district kinds give every meter one step leak that never ends. LeakDB's
 scenarios (Vrachimis et al. 2018) are built differently, and this follows their structure with
@@ -55,6 +55,7 @@ HANOI_M3H = (890, 850, 130, 725, 1005, 1350, 550, 525, 525, 500, 560, 940, 615, 
 HEAD_M, G = 100.0, 9.81
 DIAMETER_BANDS = ((0.02, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.2))
 GRACE_S = 86400
+STEP_S = 1800  # the scenarios' reading interval; leak times are in these bins
 T0 = 1_735_689_600  # 2025-01-01 00:00 UTC, a Wednesday
 
 
@@ -208,8 +209,8 @@ def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid) -> Sco
     periods = [(row, p) for row, leaks in enumerate(truth) for p in leak_periods(leaks)]
     spans: dict[str, list[tuple[int, int]]] = {}
     for row, p in periods:
-        start = grid.t0_s + p.start * grid.step_s
-        spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * grid.step_s + GRACE_S))
+        start = grid.t0_s + p.start * STEP_S
+        spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * STEP_S + GRACE_S))
     false_by: dict[str, int] = {}
     for i in incidents:
         if not any(a < i.detected_at <= b for a, b in spans.get(i.meter, [])):
@@ -270,23 +271,31 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leaks", type=Path, default=None, metavar="TOML")
     ap.add_argument("--link", choices=LINKS, default="inflow",
                     help="where the meter sits: " + "; ".join(f"{k}: {v}" for k, v in LINKS.items()))
+    ap.add_argument("--hourly", action="store_true",
+                    help="judge the 30-min readings on [leaks] step_s = 3600, the default: "
+                         "hourly means of each two readings, as meterd leaks bins them")
     ap.add_argument("--mqtt", action="store_true",
                     help="also replay the flows through MQTT, the daemon and meterd leaks, as a "
                          "flow sensor's flow_m3h readings, and check the incidents are the same")
     args = ap.parse_args(argv)
-    if args.mqtt and args.leaks:
-        ap.error("--mqtt runs the default [leaks]: the replay's config carries only step_s")
-    settings = load_settings(args.leaks).model_copy(update={"step_s": 1800})
+    if args.mqtt and (args.leaks or args.hourly):
+        ap.error("--mqtt runs the default [leaks] at 30 min: the replay's config carries only "
+                 "step_s")
+    step = 3600 if args.hourly else STEP_S
+    settings = load_settings(args.leaks).model_copy(update={"step_s": step})
     flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
+    if args.hourly:
+        flow = flow.reshape(flow.shape[0], -1, step // STEP_S).mean(axis=2)
     # The replay maps time 0 to 2015-01-01; in-process runs then see the same calendar.
-    grid = Grid(0 if args.mqtt else T0, flow.shape[1], 1800)
+    grid = Grid(0 if args.mqtt else T0, flow.shape[1], step)
     ms: dict[str, Callable[[FloatArray, Grid], list[Incident]]] = methods(settings)
     runs = {name: ms[name](flow, grid) for name in ("meterd", "LeakDB MNF reference")}
     replay = MqttReplay(settings=settings, rates=True) if args.mqtt else None
     if replay is not None:
         runs = {"meterd via MQTT": replay(flow, grid), **runs}
     n_leaks, n_periods = sum(map(len, truth)), sum(len(leak_periods(t)) for t in truth)
-    print(f"{args.scenarios} LeakDB-structured scenarios x {args.days} days, 30 min, seed "
+    print(f"{args.scenarios} LeakDB-structured scenarios x {args.days} days, "
+          f"{'judged hourly' if args.hourly else '30 min'}, seed "
           f"{args.seed}, meter on {LINKS[args.link]}: {n_leaks} leaks in {n_periods} leak periods, "
           f"{sum(not t for t in truth)} scenarios without one; false = incidents per "
           "scenario-month outside every leak (their count); found = leak periods found\n")
