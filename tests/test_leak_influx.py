@@ -16,8 +16,8 @@ import requests
 
 from meterd.analysis.hourly import Grid
 from meterd.cli import main
-from meterd.config import load_config
-from meterd.daemon import leak_run
+from meterd.config import Config, load_config
+from meterd.daemon import build_sink, leak_run
 from meterd.leaks.engine import MeterInfo
 from meterd.leaks.io import fetch_flow
 from meterd.leaks.job import LeakJob
@@ -57,6 +57,12 @@ def write_config(tmp_path: Path, influxd: InfluxServer, body: str) -> Path:
     cfg.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
                    + body)
     return cfg
+
+
+def influx_job(cfg: Config, state: Path) -> LeakJob:
+    """The leak job as the daemon builds it, on the test's influxd: it reads consumption and
+    writes its incidents there through the same InfluxDB sink the daemon's writer uses."""
+    return LeakJob(cfg, InfluxQL(cfg.influxdb).query, build_sink(cfg.influxdb).write, state)
 
 
 @pytest.fixture
@@ -136,22 +142,17 @@ def test_job_opens_closes_and_survives_restart(loaded: Path, influxd: InfluxServ
                                                tmp_path: Path) -> None:
     cfg = load_config(loaded)
 
-    def write(batch: list[str]) -> None:
-        r = requests.post(f"{influxd.url}/write?db=campus&precision=ns", data="\n".join(batch),
-                          timeout=10)
-        assert r.status_code == 204, r.text
-
     def at(day: int, hour: int) -> datetime:
         return datetime.fromtimestamp(T0 + (day * 24 + hour) * 3600, UTC)
 
     state = tmp_path / "state"
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, write, state)
+    job = influx_job(cfg, state)
     assert job.run_once(at(25, 0)) == []
     opened = job.run_once(at(26, 12))
     assert [(i.meter, i.end) for i in opened] == [("wc1", None)]
     assert job.run_once(at(26, 13)) == []
     job.close()
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, write, state)  # a restart
+    job = influx_job(cfg, state)  # a restart
     assert [i.meter for i in job.open_incidents()] == ["wc1"]
     assert job.run_once(at(27, 18)) == []
     assert job.run_once(at(29, 0)) == []  # stopped 14 h ago: held open for close_after_h
@@ -170,7 +171,7 @@ def test_the_job_counts_each_negative_bin_once(influxd: InfluxServer, tmp_path: 
     turn = T0 + (20 * 24 + 9) * 3600
     cfg = load_config(_flow_sensor(influxd, tmp_path, "fs3", 30, 0.02,
                                    lambda ts, rate: -rate if ts >= turn else rate))
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    job = influx_job(cfg, tmp_path / "state")
     counts = []
     for hour in (25 * 24, 25 * 24 + 1, 25 * 24 + 3):
         before = REJECTS.total("negative_flow")
@@ -186,7 +187,7 @@ def test_a_leak_already_running_when_the_daemon_first_starts_is_reported_once(
     the open incident (until session 11 only what it detected in its last interval, so a leak
     that began earlier was never reported), and the next run does not repeat it."""
     cfg = load_config(loaded)
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    job = influx_job(cfg, tmp_path / "state")
     first = job.run_once(datetime.fromtimestamp(T0 + (27 * 24 + 18) * 3600, UTC))
     assert [(i.meter, i.end) for i in first] == [("wc1", None)]
     assert first[0].detected_at < T0 + 27 * 24 * 3600  # detected a day or more before it
@@ -200,7 +201,7 @@ def test_the_daemon_runs_the_job_in_a_worker_thread(loaded: Path, tmp_path: Path
     run failed ("SQLite objects created in a thread can only be used in that same thread"),
     while the tests, which called ``run_once`` directly, passed."""
     cfg = load_config(loaded)
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    job = influx_job(cfg, tmp_path / "state")
     for day, hour in ((25, 0), (26, 12)):  # as in the test above: the leak opens in between
         when = datetime.fromtimestamp(T0 + (day * 24 + hour) * 3600, UTC)
         asyncio.run(leak_run(job, lambda w=when: w)())
@@ -216,7 +217,7 @@ def _job_events(influxd: InfluxServer, tmp_path: Path, meters: str, rows: list[s
     path.write_text(f'[influxdb]\nurl = "{influxd.url}"\n[mqtt]\nurl = "mqtt://127.0.0.1:1883"\n'
                     + meters)
     cfg = load_config(path)
-    job = LeakJob(cfg, InfluxQL(cfg.influxdb).query, lambda _batch: None, tmp_path / "state")
+    job = influx_job(cfg, tmp_path / "state")
     events: dict[int, list[tuple[str, str, int | None]]] = {}
     for day in days:
         for inc in job.run_once(datetime.fromtimestamp(T0 + (day * 24 + 12) * 3600, UTC)):
