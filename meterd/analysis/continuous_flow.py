@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meterd.analysis.hourly import BoolArray, FloatArray, rolling_min
+from meterd.analysis.hourly import BoolArray, FloatArray, last_true, rolling_min
 from meterd.analysis.incidents import Alarm
 
 
@@ -68,8 +68,7 @@ def detect_continuous_flow(
     period_end = quiet_period_ends(quiet_bin, qlen)
     # Bins since the last quiet period ended (-1: none yet): the onset of the continuous flow.
     idx = np.arange(n, dtype=np.int32)
-    last_end = np.where(period_end, idx, np.int32(-1))
-    np.maximum.accumulate(last_end, axis=1, out=last_end)
+    last_end = last_true(period_end)
     lag = np.where(last_end >= 0, idx - last_end - 1, idx)
     # No period end within the last ``win`` bins <=> the last one is at least ``win`` bins back.
     no_quiet = lag >= win - 1
@@ -78,8 +77,7 @@ def detect_continuous_flow(
     if night_end is not None:
         run_need = max(1, round(night_run_h * 3600 / step_s))
         dawn = night_end[None, :] & (lag + 1 >= run_need) & (last_end >= 0)
-        latched = np.where(dawn, idx, np.int32(-1))
-        np.maximum.accumulate(latched, axis=1, out=latched)
+        latched = last_true(dawn)
         # Latched at a dawn that lies inside the current run of flow: stays on until flow stops.
         active |= (latched > last_end) & ~period_end
     # float32 rounding is monotone, so the float32 minimum equals the float64 minimum rounded.

@@ -150,6 +150,17 @@ def rolling_mean(flow: FloatArray, width: int) -> FloatArray:
     return out
 
 
+def last_true(mask: BoolArray, axis: int = 1) -> NDArray[np.int32]:
+    """Per bin, the index of the last True bin at or before it along ``axis`` (-1: none yet).
+    Causal: a prefix maximum of the indices where ``mask`` holds."""
+    shape = [1] * mask.ndim
+    shape[axis] = mask.shape[axis]
+    idx = np.arange(mask.shape[axis], dtype=np.int32).reshape(shape)
+    out = np.where(mask, idx, np.int32(-1))
+    np.maximum.accumulate(out, axis=axis, out=out)
+    return out
+
+
 def rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
     """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start.
     O(n) (van Herk / Gil-Werman in scipy), whatever the width."""

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.typing import NDArray
 
-from meterd.analysis.hourly import BoolArray, FloatArray, IntArray
+from meterd.analysis.hourly import BoolArray, FloatArray, IntArray, last_true
 from meterd.analysis.incidents import Alarm
 
 
@@ -140,8 +140,7 @@ def _scan(flow: NDArray[np.float32], stop: BoolArray, weight: NDArray[np.float32
     change when later data arrives, so the scan stays causal.
     """
     idx = np.arange(flow.shape[0], dtype=np.int32)[:, None]
-    last_stop = np.where(stop, idx, np.int32(-1))
-    np.maximum.accumulate(last_stop, axis=0, out=last_stop)
+    last_stop = last_true(stop, axis=0)
     total = np.cumsum(weight, axis=0, dtype=np.float32)
     score = total - np.where(last_stop >= 0, np.take_along_axis(
         total, np.maximum(last_stop, 0), axis=0), np.float32(0.0))
@@ -149,8 +148,7 @@ def _scan(flow: NDArray[np.float32], stop: BoolArray, weight: NDArray[np.float32
     peak = np.zeros_like(score)
     peak[1:] = np.where(stop[1:], score[:-1], np.float32(0.0))
     need = _learnt_threshold(peak, day, days, score_h, margin)
-    crossed = np.where(~stop & (score >= need), idx, np.int32(-1))
-    np.maximum.accumulate(crossed, axis=0, out=crossed)
+    crossed = last_true(~stop & (score >= need), axis=0)
     active = ~stop & (crossed > last_stop)
     lag = np.maximum(idx - last_stop - 1, 0).astype(np.int32)
     return Alarm("continuous_flow", active, _run_floor(flow, active, last_stop), lag)
@@ -171,7 +169,7 @@ def _learnt_threshold(peak: NDArray[np.float32], day: IntArray, days: int, score
     return need
 
 
-def _run_floor(flow: NDArray[np.float32], active: BoolArray, last_stop: IntArray
+def _run_floor(flow: NDArray[np.float32], active: BoolArray, last_stop: NDArray[np.int32]
                ) -> NDArray[np.float32]:
     """Lowest flow of the run so far, at alarmed bins only (the leak rate under the use)."""
     excess = np.zeros(flow.shape, dtype=np.float32)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meterd.analysis.hourly import FloatArray
+from meterd.analysis.hourly import FloatArray, last_true
 from meterd.analysis.incidents import Alarm
 
 
@@ -50,14 +50,7 @@ def detect_reverse_flow(
     """
     need = max(1, round(min_h * 3600 / step_s))
     back = np.nan_to_num(flow, nan=0.0) < -tolerance_m3h
-    run = _run_lengths(back)
+    run = np.where(back, np.arange(flow.shape[1]) - last_true(~back), 0)  # negative bins in a row
     n = flow.shape
     return Alarm("reverse_flow", run >= need, np.zeros(n, dtype=np.float32),
                  np.maximum(run - 1, 0).astype(np.int32))
-
-
-def _run_lengths(x: np.ndarray) -> np.ndarray:
-    """Per bin, how many consecutive True bins end there (0 where False), along axis 1."""
-    idx = np.arange(x.shape[1])
-    last_false = np.maximum.accumulate(np.where(x, -1, idx), axis=1)
-    return np.where(x, idx - last_false, 0)
