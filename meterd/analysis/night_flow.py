@@ -438,12 +438,17 @@ class _Elasticity:
         self.sums = np.zeros((n_kinds, 10, n_m))  # n, Σu, Σx, Σs, Σuu, Σux, Σus, Σxs, Σss, Σxx
         self.held = np.full(n_m, np.nan)  # the last trusted slope of a full window
 
+    @property
+    def size(self) -> int:
+        """Nights of each kind behind the fit."""
+        return int(self.vals.shape[3])
+
     @staticmethod
     def _terms(u: FloatArray, x: FloatArray, s: FloatArray) -> FloatArray:
         return np.stack([u, x, s, u * u, u * x, u * s, x * s, s * s, x * x])
 
     def add(self, c: int, rows: IntArray, u: FloatArray, x: FloatArray, s: FloatArray) -> None:
-        size = self.vals.shape[3]
+        size = self.size
         at = self.pos[c, rows] % size
         full = self.pos[c, rows] >= size
         old = self.vals[:, c, rows, at]
@@ -479,7 +484,7 @@ class _Elasticity:
         after the repair opened false incidents (session 10, ``leak_eval_leakdb.py``)."""
         now = self.slope()
         trusted = calm & (now > 0)
-        full = self.sums[:, 0].sum(axis=0) >= self.vals.shape[3]
+        full = self.sums[:, 0].sum(axis=0) >= self.size
         self.held = np.where(trusted & full, now, self.held)
         return np.where(trusted | np.isnan(self.held), now, self.held)
 
@@ -517,7 +522,6 @@ class _DayScale:
         # Running counts of alarmed and of known nights (column d: nights before d).
         self.counts = np.zeros((2, n_m, nights.mnf.shape[1] + 1))
         self.beta = np.zeros(n_m)  # the fit's elasticity after the last learnt night
-        self.fit_days = fit_days
 
     def scaled(self, d: int, c: int, hist: FloatArray, base: FloatArray) -> FloatArray:
         """Night ``d``'s baseline: the median of the learnt nights ``hist`` (kind ``c``), each
@@ -547,9 +551,9 @@ class _DayScale:
         on = np.flatnonzero((calm | alarmed) & ~np.isnan(self.log_u[:, d])
                             & ~np.isnan(self.log_x[:, d]))
         self.fit.add(c, on, self.log_u[on, d], self.log_x[on, d], share[on])
-        # Calm: the last fit_days nights, of every kind, at most MAX_ALARMED in an alarm (the
+        # Calm: the last fit.size nights, of every kind, at most MAX_ALARMED in an alarm (the
         # fit's own windows are per kind, and weekend nights fill theirs over half a year).
-        self.beta = self.fit.beta(self._alarm_share(d, self.fit_days) <= _Elasticity.MAX_ALARMED)
+        self.beta = self.fit.beta(self._alarm_share(d, self.fit.size) <= _Elasticity.MAX_ALARMED)
 
     def _alarm_share(self, d: int, width: int) -> FloatArray:
         """Share of the known nights among the ``width`` up to ``d`` that were in an alarm."""
