@@ -1,7 +1,9 @@
 """LeakDB-structured scenarios: a Hanoi-sized district inflow with 0–2 repaired leaks a year.
 
 Usage: ``.venv/bin/python benchmarks/leak_eval_leakdb.py [--scenarios 200] [--seed 1]
-[--days 365] [--leaks TOML] [--link inflow|carries|loses|crosses] [--hourly] [--mqtt]``
+[--days 365] [--leaks TOML] [--link inflow|carries|loses|crosses] [--hourly] [--mqtt]``, or on
+LeakDB's own scenarios: ``... --data LeakDB/Hanoi_CMH [--ids 1-1000] [--flow-file Link_1]
+[--hourly] [--mqtt]`` (their layout: ``benchmarks/leakdb_files.py``).
 
 ``leak_eval_noise.py``'s district kinds give every meter one step leak that never ends. LeakDB's
 scenarios (Vrachimis et al. 2018) are built differently, and this follows their structure with
@@ -34,7 +36,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -46,6 +48,7 @@ from benchmarks.leak_eval_noise import median_cells
 from benchmarks.leak_eval_zones import found_in
 from benchmarks.leak_replay_mqtt import MqttReplay
 from benchmarks.leak_replay_noise_mqtt import compare_replay
+from benchmarks.leakdb_files import INFLOW, Leak, LeakDBData, leak_periods, parse_ids, read_leakdb
 from meterd.analysis.hourly import FloatArray, Grid
 from meterd.analysis.incidents import Incident
 
@@ -57,18 +60,6 @@ DIAMETER_BANDS = ((0.02, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.2))
 GRACE_S = 86400
 STEP_S = 1800  # the scenarios' reading interval; leak times are in these bins
 T0 = 1_735_689_600  # 2025-01-01 00:00 UTC, a Wednesday
-
-
-@dataclass(frozen=True)
-class Leak:
-    """One scenario leak; times are bins from the start of the year."""
-
-    node: int
-    diameter_m: float
-    incipient: bool
-    start: int
-    peak: int
-    end: int
 
 
 def _daily_shape(weekend: bool) -> FloatArray:
@@ -187,30 +178,16 @@ class Score:
     false_by: dict[str, int]  # false incidents by type
 
 
-def leak_periods(leaks: list[Leak]) -> list[Leak]:
-    """Overlapping leaks as one period, as LeakDB's labels mark them: its start, its end, the
-    first leak's type and the largest hole. A second leak that starts while the first runs is
-    not a new event: a method that keeps its incident open would miss it, one that flaps would
-    find it."""
-    out: list[Leak] = []
-    for lk in sorted(leaks, key=lambda x: x.start):
-        if out and lk.start < out[-1].end:
-            last = out[-1]
-            out[-1] = replace(last, diameter_m=max(last.diameter_m, lk.diameter_m),
-                              end=max(last.end, lk.end))
-        else:
-            out.append(lk)
-    return out
-
-
-def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid) -> Score:
+def score(incidents: list[Incident], truth: list[list[Leak]], grid: Grid,
+          truth_step_s: int = STEP_S) -> Score:
     """False incidents, and per leak period its delay, as the module docstring scores them
-    (meter ``str(row)`` is scenario ``row``)."""
+    (meter ``str(row)`` is scenario ``row``; leak times in bins of ``truth_step_s``)."""
     periods = [(row, p) for row, leaks in enumerate(truth) for p in leak_periods(leaks)]
     spans: dict[str, list[tuple[int, int]]] = {}
     for row, p in periods:
-        start = grid.t0_s + p.start * STEP_S
-        spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * STEP_S + GRACE_S))
+        start = grid.t0_s + p.start * truth_step_s
+        spans.setdefault(str(row), []).append((start, grid.t0_s + p.end * truth_step_s
+                                               + GRACE_S))
     false_by: dict[str, int] = {}
     for i in incidents:
         if not any(a < i.detected_at <= b for a, b in spans.get(i.meter, [])):
@@ -263,6 +240,29 @@ def header() -> str:
             "found |\n|---|---|---|" + "---|" * (2 * len(DIAMETER_BANDS)) + "---|---|")
 
 
+def _data(args: argparse.Namespace) -> LeakDBData:
+    """The scenarios: LeakDB's own from ``--data``, or generated (as 30-min readings from T0)."""
+    if args.data is not None:
+        ids = parse_ids(args.ids) if args.ids else sorted(
+            int(p.name.removeprefix("Scenario-")) for p in args.data.glob("Scenario-*")
+            if p.name.removeprefix("Scenario-").isdigit())
+        return read_leakdb(args.data, ids, args.flow_file)
+    flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
+    return LeakDBData(list(range(1, args.scenarios + 1)), flow, truth, T0, STEP_S, 0)
+
+
+def _title(args: argparse.Namespace, data: LeakDBData, step: int) -> str:
+    days = data.flow.shape[1] * data.step_s / 86400
+    what = (f"LeakDB scenarios from {args.data} ({args.flow_file})" if args.data is not None
+            else f"LeakDB-structured scenarios, seed {args.seed}, meter on {LINKS[args.link]}")
+    n_leaks = sum(map(len, data.truth))
+    n_periods = sum(len(leak_periods(t)) for t in data.truth)
+    return (f"{len(data.ids)} {what} x {days:g} days, read every {data.step_s // 60} min, judged "
+            f"at {step // 60} min: {n_leaks} leaks in {n_periods} leak periods, "
+            f"{sum(not t for t in data.truth)} scenarios without one; false = incidents per "
+            "scenario-month outside every leak (their count); found = leak periods found\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scenarios", type=int, default=200)
@@ -271,6 +271,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--leaks", type=Path, default=None, metavar="TOML")
     ap.add_argument("--link", choices=LINKS, default="inflow",
                     help="where the meter sits: " + "; ".join(f"{k}: {v}" for k, v in LINKS.items()))
+    ap.add_argument("--data", type=Path, default=None, metavar="DIR",
+                    help="score LeakDB's own scenarios instead: a network folder holding "
+                         "Scenario-<id>/ (e.g. LeakDB/Hanoi_CMH); see benchmarks/leakdb_files.py")
+    ap.add_argument("--ids", default=None, metavar="N-M,...",
+                    help="with --data: the scenarios to read (default: every Scenario-<id>)")
+    ap.add_argument("--flow-file", default=INFLOW, metavar="LINK",
+                    help="with --data: the Flows/<LINK>.csv the meter reads (default: %(default)s, "
+                         "the inflow LeakDB's MNF algorithm reads)")
     ap.add_argument("--hourly", action="store_true",
                     help="judge the 30-min readings on [leaks] step_s = 3600, the default: "
                          "hourly means of each two readings, as meterd leaks bins them")
@@ -279,28 +287,36 @@ def main(argv: list[str] | None = None) -> int:
                          "flow sensor's flow_m3h readings, and check the incidents are the same")
     args = ap.parse_args(argv)
     if args.mqtt and (args.leaks or args.hourly):
-        ap.error("--mqtt runs the default [leaks] at 30 min: the replay's config carries only "
-                 "step_s")
-    step = 3600 if args.hourly else STEP_S
+        ap.error("--mqtt runs the default [leaks] on the readings' own step: the replay's "
+                 "config carries only step_s")
+    try:
+        data = _data(args)
+    except ValueError as e:  # LeakDBFormatError names the file and line
+        ap.error(str(e))
+    step = 3600 if args.hourly else data.step_s
+    if step % data.step_s:
+        ap.error(f"--hourly needs readings that divide an hour, not every {data.step_s} s")
     settings = load_settings(args.leaks).model_copy(update={"step_s": step})
-    flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
-    if args.hourly:
-        flow = flow.reshape(flow.shape[0], -1, step // STEP_S).mean(axis=2)
-    # The replay maps time 0 to 2015-01-01; in-process runs then see the same calendar.
-    grid = Grid(0 if args.mqtt else T0, flow.shape[1], step)
+    per = step // data.step_s
+    keep = data.flow.shape[1] // per * per  # a last, partial bin is not judged
+    flow = data.flow[:, :keep].reshape(data.flow.shape[0], -1, per).mean(axis=2)
+    # Generated scenarios keep the replay's documented calendar (time 0 is 2015-01-01);
+    # LeakDB's own keep theirs, whose weekly pattern starts on their first day.
+    origin = data.t0_s if args.data is not None else None
+    grid = Grid(0 if args.mqtt and origin is None else data.t0_s, flow.shape[1], step)
     ms: dict[str, Callable[[FloatArray, Grid], list[Incident]]] = methods(settings)
     runs = {name: ms[name](flow, grid) for name in ("meterd", "LeakDB MNF reference")}
-    replay = MqttReplay(settings=settings, rates=True) if args.mqtt else None
+    replay = (MqttReplay(settings=settings, rates=True, **({} if origin is None else
+                                                            {"origin_s": origin}))
+              if args.mqtt else None)
     if replay is not None:
         runs = {"meterd via MQTT": replay(flow, grid), **runs}
-    n_leaks, n_periods = sum(map(len, truth)), sum(len(leak_periods(t)) for t in truth)
-    print(f"{args.scenarios} LeakDB-structured scenarios x {args.days} days, "
-          f"{'judged hourly' if args.hourly else '30 min'}, seed "
-          f"{args.seed}, meter on {LINKS[args.link]}: {n_leaks} leaks in {n_periods} leak periods, "
-          f"{sum(not t for t in truth)} scenarios without one; false = incidents per "
-          "scenario-month outside every leak (their count); found = leak periods found\n")
-    months = args.scenarios * args.days / 30.4
-    scores = {name: score(incs, truth, grid) for name, incs in runs.items()}
+    print(_title(args, data, step))
+    if data.label_mismatches:
+        print(f"warning: {data.label_mismatches} scenarios' Labels.csv do not mark exactly the "
+              "spans of their Leaks/*_info.csv; the info files are scored\n", file=sys.stderr)
+    months = len(data.ids) * flow.shape[1] * step / 86400 / 30.4
+    scores = {name: score(incs, data.truth, grid, data.step_s) for name, incs in runs.items()}
     print(header())
     print("\n".join(rows(scores, months)))
     print("\nmeterd by the detector that found each leak period first:\n")
@@ -308,6 +324,7 @@ def main(argv: list[str] | None = None) -> int:
     if replay is None:
         return 0
     return compare_replay([runs["meterd"]], [runs["meterd via MQTT"]], replay)
+
 
 if __name__ == "__main__":
     sys.exit(main())

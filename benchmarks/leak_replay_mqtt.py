@@ -150,6 +150,7 @@ class ReplayStats:
     """What one replay did and how long each stage took (seconds)."""
 
     meters: int = 0
+    span: str = ""  # the real times the readings cover, ISO
     readings: int = 0
     points: int = 0
     unreproducible_runs: int = 0
@@ -168,8 +169,9 @@ class MqttReplay:
 
     def __init__(self, workdir: Path | None = None, progress: bool = True,
                  settings: LeaksConfig | None = None, code_dir: Path | None = None,
-                 rates: bool = False) -> None:
+                 rates: bool = False, origin_s: int = T0_REAL) -> None:
         self.workdir = workdir
+        self.origin_s = origin_s  # the real time of the grid's first bin
         self.rates = rates  # publish flow_m3h per bin (a flow sensor) instead of a register
         self.code_dir = code_dir or REPO
         self.progress = progress
@@ -183,14 +185,16 @@ class MqttReplay:
         if grid.step_s != self.settings.step_s:
             raise ValueError(f"grid step {grid.step_s} s != [leaks] step_s {self.settings.step_s}")
         with tempfile.TemporaryDirectory(prefix="meterd-replay-", dir=self.workdir) as tmp:
-            stats = ReplayStats(meters=flow.shape[0])
+            real = Grid(self.origin_s, grid.n, grid.step_s)
+            stats = ReplayStats(meters=flow.shape[0],
+                                span=f"{_iso(real.t0_s)} to {_iso(_ts(real, real.n))}")
             self.stats.append(stats)
-            return _replay(Path(tmp), flow, grid, self.settings, stats, self.progress,
+            return _replay(Path(tmp), flow, grid, real, self.settings, stats, self.progress,
                            self.code_dir, self.rates)
 
 
-def _ts(grid: Grid, steps: float) -> int:
-    return T0_REAL + round(steps * grid.step_s)
+def _ts(real: Grid, steps: float) -> int:
+    return real.t0_s + round(steps * real.step_s)
 
 
 def _iso(ts: int) -> str:
@@ -328,15 +332,17 @@ def _meterd(code_dir: Path, *args: str) -> dict[str, Any]:
     return {"args": [sys.executable, "-m", "meterd", *args], "cwd": code_dir, "env": env}
 
 
-def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stats: ReplayStats,
-            progress: bool, code_dir: Path, rates: bool = False) -> list[Incident]:
+def _replay(tmp: Path, flow: FloatArray, grid: Grid, real: Grid, settings: LeaksConfig,
+            stats: ReplayStats, progress: bool, code_dir: Path, rates: bool = False
+            ) -> list[Incident]:
+    """Replay ``flow`` with bin 0 at ``real``'s start; incidents come back in ``grid`` time."""
     (tmp / "influxd").mkdir()
     (tmp / "mosquitto").mkdir()
     t_start = time.monotonic()
     with InfluxServer(tmp / "influxd") as influx, MosquittoServer(tmp / "mosquitto") as broker:
         cfg = _config(tmp, influx, broker, flow.shape[0], grid.step_s)
-        first, rest = (_rate_messages(flow, grid, stats) if rates
-                       else _messages(flow, grid, settings, stats))
+        first, rest = (_rate_messages(flow, real, stats) if rates
+                       else _messages(flow, real, settings, stats))
         with (tmp / "meterd.log").open("ab") as log:
             daemon = subprocess.Popen(**_meterd(code_dir, "run", "-c", str(cfg)), stdout=log,
                                       stderr=subprocess.STDOUT)
@@ -351,9 +357,9 @@ def _replay(tmp: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig, stat
         if rc != 0:
             raise RuntimeError(f"meterd run exited {rc}:\n{log_text[-3000:]}")
         t_cli = time.monotonic()
-        incidents = _leaks_cli(cfg, grid, code_dir)
+        incidents = _leaks_cli(cfg, grid, real, code_dir)
         stats.seconds["meterd leaks"] = time.monotonic() - t_cli
-        _check_flow(cfg, flow, grid, settings, stats)
+        _check_flow(cfg, flow, real, settings, stats)
     stats.seconds["total"] = time.monotonic() - t_start
     return incidents
 
@@ -390,38 +396,37 @@ def _ingest(influx: InfluxServer, broker: MosquittoServer, daemon: subprocess.Po
         gw.close()
 
 
-def _leaks_cli(cfg: Path, grid: Grid, code_dir: Path) -> list[Incident]:
-    """``meterd leaks --json`` over the grid's span, incidents mapped back to rows and grid time."""
-    end = _ts(grid, grid.n)
-    out = subprocess.run(**_meterd(code_dir, "leaks", "-c", str(cfg), "--start", _iso(T0_REAL),
+def _leaks_cli(cfg: Path, grid: Grid, real: Grid, code_dir: Path) -> list[Incident]:
+    """``meterd leaks --json`` over the ``real`` span, incidents mapped back to rows and grid time."""
+    end = _ts(real, real.n)
+    out = subprocess.run(**_meterd(code_dir, "leaks", "-c", str(cfg), "--start", _iso(real.t0_s),
                                    "--end", _iso(end), "--json"),
                          capture_output=True, text=True, check=False, timeout=600)
     if out.returncode != 0:
         raise RuntimeError(f"meterd leaks exited {out.returncode}: {out.stderr.strip()}")
-    return [_incident(d, grid) for d in json.loads(out.stdout)]
+    return [_incident(d, grid.t0_s - real.t0_s) for d in json.loads(out.stdout)]
 
 
-def _back(iso: str | None, grid: Grid) -> int | None:
+def _back(iso: str | None, shift_s: int) -> int | None:
     if iso is None:
         return None
-    return int(datetime.fromisoformat(iso).timestamp()) - T0_REAL + grid.t0_s
+    return int(datetime.fromisoformat(iso).timestamp()) + shift_s
 
 
-def _incident(d: dict[str, Any], grid: Grid) -> Incident:
-    start, detected = _back(d["start"], grid), _back(d["detected_at"], grid)
+def _incident(d: dict[str, Any], shift_s: int) -> Incident:
+    start, detected = _back(d["start"], shift_s), _back(d["detected_at"], shift_s)
     assert start is not None and detected is not None
     return Incident(meter=str(int(d["meter"].removeprefix("hh"))), type=d["type"], start=start,
-                    detected_at=detected, end=_back(d["end"], grid), rate_m3h=d["rate_m3h"],
+                    detected_at=detected, end=_back(d["end"], shift_s), rate_m3h=d["rate_m3h"],
                     volume_m3=d["volume_m3"], cost=d["cost"], detectors=d["detectors"])
 
 
-def _check_flow(cfg_path: Path, flow: FloatArray, grid: Grid, settings: LeaksConfig,
+def _check_flow(cfg_path: Path, flow: FloatArray, real: Grid, settings: LeaksConfig,
                 stats: ReplayStats) -> None:
     """Fetch the flow grid back the way ``meterd leaks`` does and compare it with the input."""
     cfg = load_config(cfg_path)
     meters = [MeterInfo(_meter_id(r), normally_zero=None) for r in range(flow.shape[0])]
-    back = fetch_flow(InfluxQL(cfg.influxdb).query, meters,
-                      Grid(T0_REAL, grid.n, grid.step_s), settings.max_interval_s)
+    back = fetch_flow(InfluxQL(cfg.influxdb).query, meters, real, settings.max_interval_s)
     stats.nan_mismatch_bins = int(np.sum(np.isnan(back) != np.isnan(flow)))
     both = ~np.isnan(back) & ~np.isnan(flow)
     stats.max_abs_flow_diff_m3h = float(np.max(np.abs(back[both] - flow[both]), initial=0.0))

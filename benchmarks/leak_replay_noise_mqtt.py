@@ -83,7 +83,8 @@ def compare_replay(local: list[list[Incident]], replayed: list[list[Incident]],
     detection differs (meter, type, start, detected_at, end or detectors)."""
     diffs = [d for a, b in zip(local, replayed, strict=True) for d in same_incidents(a, b)]
     for s in replay.stats:
-        print(f"- replay: {s.meters} meters, {s.readings} readings, {s.nan_mismatch_bins} "
+        print(f"- replay: {s.meters} meters, {s.span}, {s.readings} readings, "
+              f"{s.nan_mismatch_bins} "
               f"NaN-pattern mismatches, max |flow diff| {s.max_abs_flow_diff_m3h:.2e} m³/h, "
               + ", ".join(f"{k} {v:.0f} s" for k, v in s.seconds.items()))
     timing = [d for d in diffs if not d.startswith("amounts differ")]

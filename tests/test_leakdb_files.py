@@ -1,0 +1,146 @@
+"""LeakDB's own scenario folders (``benchmarks/leakdb_files.py``, ``leak_eval_leakdb.py --data``).
+
+LeakDB itself is not on this machine, so the reader is tested on scenarios written in its
+layout: they must read back exactly, and scoring them from disk must print the same table as
+scoring them in memory.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+SEED, N, DAYS = 5, 8, 60
+
+
+@pytest.fixture(scope="module")
+def leakdb() -> ModuleType:
+    if str(BENCH) not in sys.path:
+        sys.path.insert(0, str(BENCH))
+    return importlib.import_module("leak_eval_leakdb")
+
+
+@pytest.fixture(scope="module")
+def files(leakdb: ModuleType) -> ModuleType:
+    return importlib.import_module("benchmarks.leakdb_files")  # the module leakdb imports
+
+
+@pytest.fixture(scope="module")
+def written(leakdb: ModuleType, files: ModuleType, tmp_path_factory: pytest.TempPathFactory
+            ) -> tuple[Path, np.ndarray, list]:
+    flow, truth = leakdb.scenarios(N, SEED, DAYS)
+    root = tmp_path_factory.mktemp("Hanoi_CMH")
+    files.write_leakdb(root, flow, truth, leakdb.T0, leakdb.STEP_S)
+    return root, flow, truth
+
+
+def _by_start(leaks: list) -> list:
+    return sorted(leaks, key=lambda lk: (lk.start, lk.node))
+
+
+def test_written_scenarios_read_back_exactly(leakdb: ModuleType, files: ModuleType,
+                                             written: tuple[Path, np.ndarray, list]) -> None:
+    root, flow, truth = written
+    assert sum(map(len, truth)) >= 3  # the seed has leaks to read back
+    data = files.read_leakdb(root, range(1, N + 1))
+    assert np.array_equal(data.flow, flow)
+    assert [_by_start(t) for t in data.truth] == [_by_start(t) for t in truth]
+    assert (data.t0_s, data.step_s, data.label_mismatches) == (leakdb.T0, leakdb.STEP_S, 0)
+    info = next((root / "Scenario-1").glob("Leaks/*_info.csv"), None) or next(
+        root.glob("Scenario-*/Leaks/*_info.csv"))
+    assert info.read_text().startswith("Description , Value\nLeak Node , ")
+
+
+def _table(out: str) -> list[str]:
+    return [ln for ln in out.splitlines() if ln.startswith("|")]
+
+
+def test_scoring_from_disk_prints_the_in_memory_table(
+        leakdb: ModuleType, written: tuple[Path, np.ndarray, list],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert leakdb.main(["--scenarios", str(N), "--seed", str(SEED), "--days", str(DAYS)]) == 0
+    in_memory = capsys.readouterr().out
+    assert leakdb.main(["--data", str(written[0])]) == 0
+    from_disk = capsys.readouterr().out
+    assert f"{N} LeakDB scenarios from {written[0]} (Link_1) x {DAYS} days" in from_disk
+    assert _table(from_disk) == _table(in_memory) and len(_table(in_memory)) >= 6
+    assert leakdb.main(["--data", str(written[0]), "--ids", "2-3,5"]) == 0
+    assert "3 LeakDB scenarios from" in capsys.readouterr().out
+
+
+def test_labels_that_disagree_with_the_leaks_are_counted(
+        files: ModuleType, written: tuple[Path, np.ndarray, list], tmp_path: Path) -> None:
+    root, _, truth = written
+    sid = next(i for i, t in enumerate(truth, start=1) if t)
+    labels = root / f"Scenario-{sid}" / "Labels.csv"
+    lines = labels.read_text().splitlines()
+    first = next(i for i, ln in enumerate(lines) if ln.endswith(",1"))
+    lines[first - 1] = lines[first - 1][:-1] + "1"  # a leak labelled a reading early
+    copy = tmp_path / "labels"
+    (copy / f"Scenario-{sid}").mkdir(parents=True)
+    for sub in ("Flows", "Leaks"):
+        (copy / f"Scenario-{sid}" / sub).symlink_to(root / f"Scenario-{sid}" / sub)
+    (copy / f"Scenario-{sid}" / "Labels.csv").write_text("\n".join(lines) + "\n")
+    assert files.read_leakdb(copy, [sid]).label_mismatches == 1
+
+
+@pytest.mark.parametrize(("row", "error"), [
+    ("2025-01-01 01:30:00,10.0", ":4: readings are not evenly spaced"),
+    ("2025-01-01 01:00:00,ten", ":4: 'ten' is not a number"),
+    ("2025-01-01 1 am,10.0", ":4: '2025-01-01 1 am' is not a timestamp"),
+])
+def test_a_bad_flow_file_is_named_with_its_line(leakdb: ModuleType, tmp_path: Path, row: str,
+                                                error: str,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    flows = tmp_path / "Scenario-1" / "Flows"
+    flows.mkdir(parents=True)
+    (flows / "Link_1.csv").write_text("Timestamp,Value\n2025-01-01 00:00:00,10.0\n"
+                                      f"2025-01-01 00:30:00,11.0\n{row}\n")
+    with pytest.raises(SystemExit) as stop:
+        leakdb.main(["--data", str(tmp_path)])
+    assert stop.value.code == 2
+    assert f"{flows / 'Link_1.csv'}{error}" in capsys.readouterr().err
+
+
+def test_a_leak_info_file_without_its_times_is_named(files: ModuleType, tmp_path: Path) -> None:
+    folder = tmp_path / "Scenario-7"
+    (folder / "Flows").mkdir(parents=True)
+    (folder / "Leaks").mkdir()
+    (folder / "Flows" / "Link_1.csv").write_text(
+        "Timestamp,Value\n2018-01-01 00:00,1.0\n2018-01-01 00:30,1.0\n")
+    info = folder / "Leaks" / "Leak_12_info.csv"
+    info.write_text("Description , Value\nLeak Node , 12\nLeak Diameter , 0.1\n"
+                    "Leak Type , abrupt\nLeak Start , 2018-01-01 00:30\n")
+    with pytest.raises(files.LeakDBFormatError, match=re.escape(f"{info}: no Leak End, Peak Time")):
+        files.read_leakdb(tmp_path, [7])
+    with pytest.raises(files.LeakDBFormatError, match=re.escape("Scenario-8/Flows/Link_1.csv: missing")):
+        files.read_leakdb(tmp_path, [8])
+
+
+def test_scenario_ids_are_ranges_and_lists(files: ModuleType) -> None:
+    assert files.parse_ids("1-3,7, 9-10") == [1, 2, 3, 7, 9, 10]
+    with pytest.raises(ValueError, match="'x' is not N or N-M"):
+        files.parse_ids("1-3,x")
+
+
+def test_leakdb_files_replayed_through_mqtt_keep_their_calendar(
+        leakdb: ModuleType, files: ModuleType, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """``--data --mqtt``: flow readings at LeakDB's own timestamps (2018 here, a Monday, not
+    the 2015 the generated scenarios map to) through Mosquitto, ``meterd run``, InfluxDB and
+    ``meterd leaks``; the incidents must equal the in-process ones on the same calendar."""
+    flow, truth = leakdb.scenarios(3, SEED, 45)
+    start = 1_514_764_800  # 2018-01-01T00:00Z, where LeakDB's generator starts
+    files.write_leakdb(tmp_path, flow, truth, start, leakdb.STEP_S)
+    assert leakdb.main(["--data", str(tmp_path), "--mqtt"]) == 0
+    out = capsys.readouterr().out
+    assert "Incidents identical." in out and "| meterd via MQTT |" in out
+    assert ("replay: 3 meters, 2018-01-01T00:00:00+00:00 to 2018-02-15T00:00:00+00:00, "
+            "6480 readings, 0 NaN-pattern mismatches") in out
