@@ -49,6 +49,7 @@ from benchmarks.leak_eval_zones import found_in
 from benchmarks.leak_replay_mqtt import MqttReplay
 from benchmarks.leak_replay_noise_mqtt import compare_replay
 from benchmarks.leakdb_files import INFLOW, Leak, LeakDBData, leak_periods, parse_ids, read_leakdb
+from benchmarks.leakdb_score import incident_labels, leakdb_score
 from meterd.analysis.hourly import FloatArray, Grid
 from meterd.analysis.incidents import Incident
 
@@ -233,6 +234,21 @@ def detector_rows(s: Score, months: float) -> list[str]:
     return out
 
 
+def leakdb_rows(runs: dict[str, list[Incident]], data: LeakDBData, grid: Grid) -> list[str]:
+    """Markdown rows of LeakDB's own scores (:mod:`benchmarks.leakdb_score`), per reading of
+    the data's own step."""
+    truth = np.zeros(data.flow.shape, dtype=bool)
+    for row, leaks in enumerate(data.truth):
+        for p in leak_periods(leaks):
+            truth[row, max(p.start, 0):p.end] = True
+    out = ["| method | F1 | TPR | TNR | SED |", "|---|---|---|---|---|"]
+    for name, incs in runs.items():
+        alarm = incident_labels(incs, *truth.shape, grid.t0_s, data.step_s)
+        sc = leakdb_score(truth, alarm)
+        out.append(f"| {name} | {sc.f1:.3f} | {sc.tpr:.3f} | {sc.tnr:.4f} | {sc.sed:.3f} |")
+    return out
+
+
 def header() -> str:
     bands = " | ".join(f"{lo * 100:g}–{hi * 100:g} cm {t}" for lo, hi in DIAMETER_BANDS
                        for t in ("abrupt", "incipient"))
@@ -321,6 +337,9 @@ def main(argv: list[str] | None = None) -> int:
     print("\n".join(rows(scores, months)))
     print("\nmeterd by the detector that found each leak period first:\n")
     print("\n".join(detector_rows(scores["meterd"], months)))
+    print("\nLeakDB's own scores, per reading (an incident labels the readings from its "
+          "detected_at to its end):\n")
+    print("\n".join(leakdb_rows(runs, data, grid)))
     if replay is None:
         return 0
     return compare_replay([runs["meterd"]], [runs["meterd via MQTT"]], replay)

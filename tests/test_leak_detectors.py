@@ -143,6 +143,35 @@ def test_burst_caught_within_the_hour_but_lunch_peak_is_not_an_alarm() -> None:
         assert float(alarm.excess[0, at + 2]) == pytest.approx(0.5, abs=0.1)
 
 
+def _rising_inflow(days: int, rng: np.random.Generator) -> np.ndarray:
+    """Hourly inflow of a district whose demand grows 0.5 % a day (a season), 1 % noise."""
+    t = np.arange(days * 24)
+    daily = 1 + 0.4 * np.sin(2 * np.pi * (t % 24 - 9) / 24)
+    return 1000 * daily * (1 + 0.005 * t / 24) * (1 + 0.01 * rng.standard_normal(t.size))
+
+
+def test_a_long_burst_closes_at_its_repair_though_the_season_moved_on() -> None:
+    """A 40-day burst on a district inflow whose demand grows meanwhile: the baseline stands
+    still while the alarm runs, so after the repair the flow stays above it. The alarm closes
+    at the repair (the flow falls below the same hour a week before by half the burst), and
+    the burst rule, blind while its baseline is learnt again, raises nothing after it."""
+    flow = _rising_inflow(100, np.random.default_rng(11))[None, :]
+    onset, repair = 30 * 24 + 5, 70 * 24 + 13
+    flow[0, onset:repair] += 300.0
+    alarm = detect_bursts(flow)
+    assert alarm.active[0, onset + 3:repair].all() and not alarm.active[0, :onset].any()
+    assert repair <= int(np.flatnonzero(alarm.active[0])[-1]) + 1 <= repair + 2
+    assert detect_bursts(flow, repair_share=None).active[0, repair:].all()  # before: never
+
+
+def test_a_burst_shorter_than_a_week_closes_as_before() -> None:
+    """Within its first week an alarm closes only once the flow is back at its baseline."""
+    flow = _rising_inflow(60, np.random.default_rng(12))[None, :]
+    flow[0, 30 * 24 + 5:33 * 24] += 300.0
+    alarm, old = detect_bursts(flow), detect_bursts(flow, repair_share=None)
+    assert np.array_equal(alarm.active, old.active) and alarm.active.any()
+
+
 def test_zone_balance_finds_a_leak_between_meters() -> None:
     n = 20 * 24
     rng = np.random.default_rng(5)

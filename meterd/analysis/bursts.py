@@ -36,6 +36,7 @@ def detect_bursts(
     persist_bins: int = 1,
     kind: str = "burst",
     spread_slots: int = 1,
+    repair_share: float | None = 0.5,
 ) -> Alarm:
     """Alarm on flow persistently above the meter's own hour-of-week baseline.
 
@@ -81,6 +82,16 @@ def detect_bursts(
         Where the noise scales with the flow, as on a district inflow, the night is three
         times quieter than the peaks, and one spread for every hour hides a night-time step
         the size of a peak hour's noise (session 10, ``leak_eval_leakdb.py``).
+    repair_share : float, optional
+        Also close an alarm older than a week when, for ``close_bins`` bins, the flow has been
+        below the same bin a week before, itself in the alarm, by ``repair_share`` times the
+        alarm's size (its mean residual over its first day): the leak was repaired. The
+        meter's baseline is then forgotten and learnt again over ``min_weeks``. Alarmed bins
+        never enter the baseline, so it stands still while an alarm runs. A district
+        inflow's demand that grew with the season meanwhile kept the flow above it after
+        the repair, and a burst alarm stayed open for months (session 12,
+        ``leak_eval_leakdb.py``). A week apart, the same hour of the same weekday differs by
+        a week of the season, not by the daily swing of demand. None: off.
 
     Returns
     -------
@@ -111,6 +122,7 @@ def detect_bursts(
     big_run = np.zeros(n_m, dtype=np.int64)
     calm = np.zeros(n_m, dtype=np.int64)
     on = np.zeros(n_m, dtype=bool)
+    repair = _Repair(n_m, lag, max(1, round(86400 / step_s)), repair_share or 0.0)
     ewma_limit = ewma_l * np.sqrt(ewma_lambda / (2 - ewma_lambda))
     # The baseline of bin t only reads cleaned bins <= t - lag, so a block of ``lag`` bins has all
     # its baselines known before the block starts: medians are computed block-wise, and only the
@@ -118,6 +130,7 @@ def detect_bursts(
     for t0 in range(0, n, lag):
         t1 = min(n, t0 + lag)
         base, enough = _block_baseline(clean, pad, t0, t1, lags, min_weeks)
+        repair.blind[:] = False  # this block's baselines were read after the forgetting
         x_blk = flow_t[t0:t1]
         r_blk = x_blk - base
         r_nan = np.isnan(r_blk)
@@ -150,7 +163,10 @@ def detect_bursts(
             trip &= big_run >= persist_bins
             calm = np.where(on & (z < k), calm + 1, 0)
             closing = on & (calm >= close_bins)
-            stat[closing] = 0.0
+            if repair_share is not None:
+                closing |= repair.step(on, ~closing, rz, flow_t, t, close_bins, clean, pad)
+            stat[closing | repair.blind] = 0.0
+            trip &= ~repair.blind
             on = (on & ~closing) | trip
             active[t] = on
             excess[t] = np.where(on, rz, 0.0)
@@ -158,7 +174,7 @@ def detect_bursts(
             normal = ~on & x_ok_blk[j]
             # Baseline learns only from normal bins; alarmed ones are replaced by the baseline.
             clean[pad + t] = np.where(normal, x_blk[j], base[j])
-            upd = normal & ~r_nan[j]
+            upd = normal & ~r_nan[j] & ~repair.blind
             absr = absr_blk[j]
             sp = spread[slot]
             if spread_slots > 1:  # a running mean until 1 / scale_alpha days, then EWMA
@@ -171,6 +187,47 @@ def detect_bursts(
                                                   (1 - alpha) * sp + alpha * absr), sp)
     return Alarm(kind, np.ascontiguousarray(active.T), np.ascontiguousarray(excess.T),
                  np.ascontiguousarray(start_lag.T))
+
+
+class _Repair:
+    """``detect_bursts``' repair close: per meter, the alarm's age and size, and the run of
+    bins below the week before by ``share`` of that size. Only alarmed meters are touched (a
+    few of thousands)."""
+
+    def __init__(self, n_m: int, lag: int, day_bins: int, share: float) -> None:
+        self.lag, self.day_bins, self.share = lag, day_bins, share
+        self.age = np.zeros(n_m)
+        self.size = np.zeros(n_m)
+        self.run = np.zeros(n_m, dtype=np.int64)
+        self.on = np.zeros(0, dtype=np.int64)  # meters alarmed at the last bin
+        self.blind = np.zeros(n_m, dtype=bool)  # baseline forgotten: judged from the next block
+
+    def step(self, on: BoolArray, open_: BoolArray, rz: FloatArray, flow_t: FloatArray, t: int,
+             close_bins: int, clean: NDArray[np.float32], pad: int) -> BoolArray:
+        """Alarms (``on`` and still ``open_``) that bin ``t`` closes as repaired; their
+        baseline history is forgotten."""
+        idx = np.flatnonzero(on)
+        off = self.on[~on[self.on]]
+        self.age[off], self.size[off], self.run[off] = 0.0, 0.0, 0
+        self.on = idx
+        done = np.zeros_like(on)
+        if not idx.size:
+            return done
+        age = self.age[idx] = self.age[idx] + 1.0
+        first_day = np.where(age <= self.day_bins, 1.0 / age, 0.0)
+        size = self.size[idx] = self.size[idx] + first_day * (rz[idx] - self.size[idx])
+        if t < self.lag:
+            return done
+        with np.errstate(invalid="ignore"):
+            below = flow_t[t, idx] < flow_t[t - self.lag, idx] - self.share * size
+        run = self.run[idx] = np.where((age > self.lag) & below, self.run[idx] + 1, 0)
+        closed = idx[(run >= close_bins) & open_[idx]]
+        if closed.size:
+            done[closed] = True
+            clean[max(0, t):pad + t, closed] = np.nan  # rows of bins t - pad .. t - 1
+            self.blind[closed] = True
+            self.run[closed] = 0
+        return done
 
 
 def _block_baseline(
