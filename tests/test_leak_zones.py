@@ -583,3 +583,48 @@ def test_after_a_long_alarm_the_baseline_is_learnt_again_from_the_nights_after_i
                      LeaksConfig())
     assert T0 + 13 * 86400 < leak.detected_at < T0 + 15 * 86400
     assert leak.end is not None and leak.end < T0 + 45 * 86400  # closed within the week
+
+
+def _repaired_inflow(rng: np.random.Generator, drift_per_day: float) -> np.ndarray:
+    """100 days of an inflow whose demand drifts up, with a leak of 0.06 m³/h (six allowances)
+    from day 30 to day 70, repaired at 10:00."""
+    t = np.arange(100 * 24) / 24
+    hour = np.arange(t.size) % 24
+    level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
+    flow = (level * (1 + drift_per_day * t) * (1 + 0.005 * rng.standard_normal(t.size)))[None, :]
+    flow[0, 30 * 24 + 10 : 70 * 24 + 10] += 0.06
+    return flow
+
+
+NIGHT = {"persist_nights": 2, "strong_factor": 1.5, "learn_margin": 0.5, "allowance_rel": 0.05,
+         "cusum": (0.5, 2.0)}
+
+
+def test_a_big_leak_s_night_alarm_ends_the_first_night_after_its_repair() -> None:
+    """While the alarm runs no night is learnt, and the demand drifts up by about 0.7 of an
+    allowance. After the repair the nights sit that far above the stale baseline: below the
+    allowance, so not flagged, but above the CUSUM's reference, which therefore stayed at its
+    cap and held the alarm for good. A night whose minimum fell by two thirds of the alarm's
+    net flow is a repair: the CUSUM restarts, and the alarm ends with that night."""
+    flow = _repaired_inflow(np.random.default_rng(3), 0.0009)
+    alarm = detect_night_flow(flow, np.arange(flow.shape[1]) % 24.0, **NIGHT)  # type: ignore[arg-type]
+    on = np.flatnonzero(alarm.active[0])
+    assert 30 * 24 + 10 < on[0] <= 31 * 24 + 5  # the first night of the leak
+    assert on[-1] == 71 * 24 + 3  # the first night after the repair, until its last hour
+    assert alarm.active[0, on[0]:on[-1] + 1].all()
+    held = detect_night_flow(flow, np.arange(flow.shape[1]) % 24.0, repair_share=None,
+                             **NIGHT)  # type: ignore[arg-type]
+    assert held.active[0, on[-1]:].all()  # before: open to the end of the data
+
+
+def test_a_big_leak_masked_by_falling_demand_is_not_taken_for_a_repair() -> None:
+    """Demand falling 0.8 % a day under a leak that runs on: by day 62 the nights' net flow
+    has sunk below the allowance (a baseline is never lowered while its alarm runs), the
+    CUSUM falls back and the alarm ends. No night's minimum fell by two thirds of the leak on
+    the way, so no night was a repair: the alarm is the one the CUSUM alone gives."""
+    flow = _repaired_inflow(np.random.default_rng(4), -0.008)
+    hour = np.arange(flow.shape[1]) % 24.0
+    alarm = detect_night_flow(flow, hour, **NIGHT)  # type: ignore[arg-type]
+    assert alarm.active[0, 32 * 24:62 * 24].all() and not alarm.active[0, 63 * 24:].any()
+    old = detect_night_flow(flow, hour, repair_share=None, **NIGHT)  # type: ignore[arg-type]
+    assert np.array_equal(alarm.active, old.active)

@@ -126,6 +126,7 @@ def detect_night_flow(
     scaling_days: int | None = None,
     weekday: IntArray | None = None,
     mad_efficiency: float | None = None,
+    repair_share: float | None = 2 / 3,
 ) -> Alarm:
     """Alarm while the net night flow stays above a robust rolling baseline plus an allowance.
 
@@ -191,6 +192,15 @@ def detect_night_flow(
         Widen ``k_mad`` for the error of the MAD itself, counting its n residuals as
         ``mad_efficiency * (n - 1)`` degrees of freedom (:func:`mad_multiplier`; 0.37, the MAD's
         efficiency on normal data, turns 3 into 3.4 over 56 nights and 5.7 over 14). None: off.
+    repair_share : float, optional
+        With ``cusum``: an alarm whose nights of this kind ran at least twice ``strong_factor``
+        allowances above the baseline on average is repaired on a night back within the
+        allowance whose minimum fell below the last night of its kind by ``repair_share`` of
+        that net flow; the CUSUM then restarts. Its evidence was that leak's, and demand that
+        drifted up during the alarm (no night is learnt while it runs) otherwise kept the
+        nights after the repair above ``k``, the CUSUM at its cap, and the alarm open for
+        days (session 12, ``leak_eval_leakdb.py``). The fall of the minimum itself is what
+        counts: a baseline catching up with a leak is not a repair. None: off.
 
     Returns
     -------
@@ -254,6 +264,7 @@ def detect_night_flow(
     run = np.zeros(n_m, dtype=np.int64)
     alarm_nights = np.zeros(n_m, dtype=np.int64)
     cum = np.zeros(n_m)  # CUSUM of the nightly net flow, in allowances
+    watch = None if repair_share is None else _RepairWatch(hist.shape[0], n_m, repair_share)
     night_active = np.zeros((n_m, n_n), dtype=bool)
     net = np.zeros((n_m, n_n))
     thresh = np.full((n_m, n_all), np.inf)
@@ -294,8 +305,12 @@ def detect_night_flow(
         on = (run >= persist_nights) | (flagged & (r > strong * allow))
         if cusum is not None:
             u = np.where(enough, r / np.maximum(allow, 1e-9), np.nan)
+            if watch is not None:
+                cum[watch.repaired(c, x, u, allow, alarm_nights > 0, 2 * strong)] = 0.0
             cum = _cusum_step(cum, u, *cusum)
             on |= cum > cusum[1]
+            if watch is not None:
+                watch.record(c, x, r, on)
         night_active[:, d] = on
         stale = ~on & (alarm_nights >= window_days)  # a long alarm just ended: see Notes
         if stale.any():
@@ -563,6 +578,34 @@ class _DayScale:
     def forget(self, rows: BoolArray) -> None:
         """Drop the learnt nights' D of ``rows``, as their learnt nights are dropped."""
         self.hist[:, rows] = np.nan
+
+
+class _RepairWatch:
+    """``detect_night_flow``'s ``repair_share``: per kind of night and meter, the mean net
+    flow of the running alarm's nights and the minimum of the last known night."""
+
+    def __init__(self, n_kinds: int, n_m: int, share: float) -> None:
+        self.share = share
+        self.net = np.zeros((2, n_kinds, n_m))  # sum and count over the alarm's nights
+        self.last = np.full((n_kinds, n_m), np.nan)
+
+    def repaired(self, c: int, x: FloatArray, u: FloatArray, allow: FloatArray,
+                 alarmed: BoolArray, strong: float) -> BoolArray:
+        """Alarmed meters whose night ``x`` (kind ``c``, ``u`` allowances of net flow) is a
+        repair."""
+        total, count = self.net[:, c]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            level = total / count
+            return (alarmed & (u <= 1) & (level >= strong * allow)
+                    & (self.last[c] - x > self.share * level))
+
+    def record(self, c: int, x: FloatArray, r: FloatArray, on: BoolArray) -> None:
+        """Night ``x`` of kind ``c`` with net flow ``r``; alarms not ``on`` are forgotten."""
+        known = on & ~np.isnan(r)
+        self.net[0, c] += np.where(known, r, 0.0)
+        self.net[1, c] += known
+        self.net[:, :, ~on] = 0.0
+        self.last[c] = np.where(np.isnan(x), self.last[c], x)
 
 
 def _cusum_step(cum: FloatArray, u: FloatArray, k: float, h: float) -> FloatArray:
