@@ -48,7 +48,15 @@ from benchmarks.leak_eval_noise import median_cells
 from benchmarks.leak_eval_zones import found_in
 from benchmarks.leak_replay_mqtt import MqttReplay
 from benchmarks.leak_replay_noise_mqtt import compare_replay
-from benchmarks.leakdb_files import INFLOW, Leak, LeakDBData, leak_periods, parse_ids, read_leakdb
+from benchmarks.leakdb_files import (
+    INFLOW,
+    Leak,
+    LeakDBData,
+    LeakDBFormatError,
+    leak_periods,
+    parse_ids,
+    read_leakdb,
+)
 from benchmarks.leakdb_score import incident_labels, leakdb_score
 from meterd.analysis.hourly import FloatArray, Grid
 from meterd.analysis.incidents import Incident
@@ -262,6 +270,8 @@ def _data(args: argparse.Namespace) -> LeakDBData:
         ids = parse_ids(args.ids) if args.ids else sorted(
             int(p.name.removeprefix("Scenario-")) for p in args.data.glob("Scenario-*")
             if p.name.removeprefix("Scenario-").isdigit())
+        if not ids:
+            raise LeakDBFormatError(f"{args.data}: no Scenario-<id> folders")
         return read_leakdb(args.data, ids, args.flow_file)
     flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
     return LeakDBData(list(range(1, args.scenarios + 1)), flow, truth, T0, STEP_S, 0)

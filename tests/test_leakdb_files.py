@@ -109,6 +109,14 @@ def test_a_bad_flow_file_is_named_with_its_line(leakdb: ModuleType, tmp_path: Pa
     assert f"{flows / 'Link_1.csv'}{error}" in capsys.readouterr().err
 
 
+def test_a_folder_without_scenarios_is_an_error(leakdb: ModuleType, tmp_path: Path,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as stop:
+        leakdb.main(["--data", str(tmp_path)])
+    assert stop.value.code == 2
+    assert f"{tmp_path}: no Scenario-<id> folders" in capsys.readouterr().err
+
+
 def test_a_leak_info_file_without_its_times_is_named(files: ModuleType, tmp_path: Path) -> None:
     folder = tmp_path / "Scenario-7"
     (folder / "Flows").mkdir(parents=True)
