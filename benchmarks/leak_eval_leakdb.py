@@ -54,8 +54,10 @@ from benchmarks.leakdb_files import (
     LeakDBData,
     LeakDBFormatError,
     leak_periods,
+    open_root,
     parse_ids,
     read_leakdb,
+    scenario_ids,
 )
 from benchmarks.leakdb_score import incident_labels, leakdb_score
 from meterd.analysis.hourly import FloatArray, Grid
@@ -267,12 +269,11 @@ def header() -> str:
 def _data(args: argparse.Namespace) -> LeakDBData:
     """The scenarios: LeakDB's own from ``--data``, or generated (as 30-min readings from T0)."""
     if args.data is not None:
-        ids = parse_ids(args.ids) if args.ids else sorted(
-            int(p.name.removeprefix("Scenario-")) for p in args.data.glob("Scenario-*")
-            if p.name.removeprefix("Scenario-").isdigit())
+        root = open_root(args.data)
+        ids = parse_ids(args.ids) if args.ids else scenario_ids(root)
         if not ids:
             raise LeakDBFormatError(f"{args.data}: no Scenario-<id> folders")
-        return read_leakdb(args.data, ids, args.flow_file)
+        return read_leakdb(root, ids, args.flow_file)
     flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
     return LeakDBData(list(range(1, args.scenarios + 1)), flow, truth, T0, STEP_S, 0)
 
@@ -299,7 +300,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="where the meter sits: " + "; ".join(f"{k}: {v}" for k, v in LINKS.items()))
     ap.add_argument("--data", type=Path, default=None, metavar="DIR",
                     help="score LeakDB's own scenarios instead: a network folder holding "
-                         "Scenario-<id>/ (e.g. LeakDB/Hanoi_CMH); see benchmarks/leakdb_files.py")
+                         "Scenario-<id>/ (e.g. LeakDB/Hanoi_CMH), or a zip file of one; see "
+                         "benchmarks/leakdb_files.py")
     ap.add_argument("--ids", default=None, metavar="N-M,...",
                     help="with --data: the scenarios to read (default: every Scenario-<id>)")
     ap.add_argument("--flow-file", default=INFLOW, metavar="LINK",

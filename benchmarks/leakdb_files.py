@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import csv
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeAlias
 
 import numpy as np
 
@@ -32,6 +34,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from meterd.analysis.hourly import FloatArray
 
 INFLOW = "Link_1"
+Where: TypeAlias = Path | zipfile.Path  # a folder on disk or inside a zip file
 
 
 @dataclass(frozen=True)
@@ -97,7 +100,30 @@ def _timestamp(text: str, where: str) -> int:
         raise LeakDBFormatError(f"{where}: {text.strip()!r} is not a timestamp") from None
 
 
-def _rows(path: Path) -> list[list[str]]:
+def open_root(path: Path) -> Where:
+    """A network folder, or a zip file holding one (LeakDB ships zips): inside a zip, the
+    first folder down its single-folder chain that holds ``Scenario-<id>`` folders."""
+    if not (path.is_file() and zipfile.is_zipfile(path)):
+        return path
+    where: Where = zipfile.Path(path)
+    while not scenario_ids(where):  # a zip's own folder: descend
+        dirs = [p for p in where.iterdir() if p.is_dir()]
+        if len(dirs) != 1:
+            break
+        where = dirs[0]
+    return where
+
+
+def scenario_ids(root: Where) -> list[int]:
+    """The ids of the ``Scenario-<id>`` folders in ``root``, sorted."""
+    if not root.is_dir():
+        raise LeakDBFormatError(f"{root}: not a folder or a zip file")
+    ids = [p.name.removeprefix("Scenario-") for p in root.iterdir()
+           if p.is_dir() and p.name.startswith("Scenario-")]
+    return sorted(int(i) for i in ids if i.isdigit())
+
+
+def _rows(path: Where) -> list[list[str]]:
     """The data rows of a CSV file (header dropped)."""
     if not path.is_file():
         raise LeakDBFormatError(f"{path}: missing")
@@ -105,7 +131,7 @@ def _rows(path: Path) -> list[list[str]]:
         return list(csv.reader(f))[1:]
 
 
-def _series(path: Path) -> tuple[list[str], FloatArray]:
+def _series(path: Where) -> tuple[list[str], FloatArray]:
     """(timestamp texts, values) of a ``Timestamp,Value`` file; an empty value is NaN."""
     stamps, values = [], []
     for line, row in enumerate(_rows(path), start=2):
@@ -119,7 +145,7 @@ def _series(path: Path) -> tuple[list[str], FloatArray]:
     return stamps, np.asarray(values)
 
 
-def _grid(stamps: list[str], path: Path) -> tuple[int, int]:
+def _grid(stamps: list[str], path: Where) -> tuple[int, int]:
     """(first timestamp, step) of evenly spaced timestamps."""
     if len(stamps) < 2:
         raise LeakDBFormatError(f"{path}: fewer than two readings")
@@ -131,7 +157,7 @@ def _grid(stamps: list[str], path: Path) -> tuple[int, int]:
     return int(ts[0]), int(steps[0])
 
 
-def _leak(path: Path, t0_s: int, step_s: int) -> Leak:
+def _leak(path: Where, t0_s: int, step_s: int) -> Leak:
     info = {row[0].strip(): row[1].strip() for row in _rows(path) if len(row) >= 2}
     need = ("Leak Node", "Leak Diameter", "Leak Type", "Leak Start", "Leak End", "Peak Time")
     if missing := [k for k in need if k not in info]:
@@ -148,7 +174,7 @@ def _leak(path: Path, t0_s: int, step_s: int) -> Leak:
                 peak=bin_of("Peak Time"), end=bin_of("Leak End") + 1)
 
 
-def _labels_match(path: Path, leaks: list[Leak], n: int) -> bool:
+def _labels_match(path: Where, leaks: list[Leak], n: int) -> bool:
     if not path.is_file():
         return True
     want = np.zeros(n, dtype=bool)
@@ -158,7 +184,7 @@ def _labels_match(path: Path, leaks: list[Leak], n: int) -> bool:
     return got.shape == want.shape and bool(np.all(got == want))
 
 
-def read_leakdb(root: Path, ids: Sequence[int], link: str = INFLOW) -> LeakDBData:
+def read_leakdb(root: Where, ids: Sequence[int], link: str = INFLOW) -> LeakDBData:
     """Read scenarios ``ids`` of one LeakDB network folder ``root``: the flow of ``link`` and
     the leaks, their times as bins of the flow's own step."""
     rows, truth, mismatches = [], [], 0
@@ -172,13 +198,21 @@ def read_leakdb(root: Path, ids: Sequence[int], link: str = INFLOW) -> LeakDBDat
             first, (t0_s, step_s) = stamps, _grid(stamps, path)
         elif stamps != first:
             raise LeakDBFormatError(f"{path}: timestamps differ from Scenario-{ids[0]}'s")
-        leaks = [_leak(p, t0_s, step_s) for p in sorted((folder / "Leaks").glob("*_info.csv"))]
+        leaks = [_leak(p, t0_s, step_s) for p in _infos(folder / "Leaks")]
         mismatches += not _labels_match(folder / "Labels.csv", leaks, values.size)
         rows.append(values)
         truth.append(leaks)
     if not rows:
         raise LeakDBFormatError(f"{root}: no scenarios asked for")
     return LeakDBData(list(ids), np.stack(rows), truth, t0_s, step_s, mismatches)
+
+
+def _infos(folder: Where) -> list[Where]:
+    """The leak info files of a ``Leaks`` folder, by name (none if it is missing)."""
+    if not folder.is_dir():
+        return []
+    return sorted((p for p in folder.iterdir() if p.name.endswith("_info.csv")),
+                  key=lambda p: p.name)
 
 
 def _stamp(t0_s: int, step_s: int, i: int) -> str:

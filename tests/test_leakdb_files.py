@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import re
 import sys
+import zipfile
 from pathlib import Path
 from types import ModuleType
 
@@ -73,6 +74,25 @@ def test_scoring_from_disk_prints_the_in_memory_table(
     assert _table(from_disk) == _table(in_memory) and len(_table(in_memory)) >= 6
     assert leakdb.main(["--data", str(written[0]), "--ids", "2-3,5"]) == 0
     assert "3 LeakDB scenarios from" in capsys.readouterr().out
+
+
+def test_a_zip_of_the_network_folder_scores_like_the_folder(
+        written: tuple[Path, np.ndarray, list], leakdb: ModuleType, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """LeakDB ships zip files: one holding ``Hanoi_CMH/Scenario-<id>/...`` is read in place."""
+    root = written[0]
+    archive = tmp_path / "Hanoi_CMH.zip"
+    with zipfile.ZipFile(archive, "w") as z:
+        for f in sorted(root.rglob("*.csv")):
+            z.write(f, Path("Hanoi_CMH") / f.relative_to(root))
+    assert leakdb.main(["--data", str(root)]) == 0
+    from_folder = capsys.readouterr().out
+    assert leakdb.main(["--data", str(archive)]) == 0
+    from_zip = capsys.readouterr().out
+    assert _table(from_zip) == _table(from_folder) and f"{N} LeakDB scenarios from" in from_zip
+    with pytest.raises(SystemExit):
+        leakdb.main(["--data", str(tmp_path / "missing")])
+    assert "missing: not a folder or a zip file" in capsys.readouterr().err
 
 
 def test_labels_that_disagree_with_the_leaks_are_counted(
