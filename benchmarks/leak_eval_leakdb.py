@@ -273,7 +273,7 @@ def _data(args: argparse.Namespace) -> LeakDBData:
         ids = parse_ids(args.ids) if args.ids else scenario_ids(root)
         if not ids:
             raise LeakDBFormatError(f"{args.data}: no Scenario-<id> folders")
-        return read_leakdb(root, ids, args.flow_file)
+        return read_leakdb(root, ids, args.flow_file, progress=sys.stderr.isatty())
     flow, truth = scenarios(args.scenarios, args.seed, args.days, link=args.link)
     return LeakDBData(list(range(1, args.scenarios + 1)), flow, truth, T0, STEP_S, 0)
 

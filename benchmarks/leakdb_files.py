@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
+from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -184,13 +185,14 @@ def _labels_match(path: Where, leaks: list[Leak], n: int) -> bool:
     return got.shape == want.shape and bool(np.all(got == want))
 
 
-def read_leakdb(root: Where, ids: Sequence[int], link: str = INFLOW) -> LeakDBData:
+def read_leakdb(root: Where, ids: Sequence[int], link: str = INFLOW, progress: bool = False
+                ) -> LeakDBData:
     """Read scenarios ``ids`` of one LeakDB network folder ``root``: the flow of ``link`` and
-    the leaks, their times as bins of the flow's own step."""
+    the leaks, their times as bins of the flow's own step (``progress``: a bar on stderr)."""
     rows, truth, mismatches = [], [], 0
     first: list[str] | None = None
     t0_s = step_s = 0
-    for sid in ids:
+    for sid in tqdm(ids, desc="reading LeakDB", unit="scenario", disable=not progress):
         folder = root / f"Scenario-{sid}"
         path = folder / "Flows" / f"{link}.csv"
         stamps, values = _series(path)
