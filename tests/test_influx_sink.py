@@ -56,7 +56,13 @@ def wait_for(predicate: Any, what: str, timeout_s: float = 60.0) -> None:
 # -- a tiny real HTTP peer -------------------------------------------------------------------------
 
 class Peer:
-    """Answers each request with the next queued (status, headers, body), then 204."""
+    """Answers each request with the next queued (status, headers, body), then 204.
+
+    A stand-in, used only where no real peer can answer: influxd 1.6.7 (Debian's) cannot be
+    made to return 503 or 429 with ``Retry-After``, 413, or a v2 ``/query`` (it has no v2 API,
+    and VictoriaMetrics has no InfluxQL). Writes and queries themselves are tested against a
+    real influxd and VictoriaMetrics below.
+    """
 
     def __init__(self) -> None:
         self.replies: list[tuple[int, dict[str, str], str]] = []
