@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from meterd.analysis.continuous_flow import vendor_rule
-from meterd.analysis.hourly import FloatArray, Grid, local_calendar
+from meterd.analysis.hourly import FloatArray, Grid, local_calendar, true_runs
 from meterd.analysis.incidents import Incident, episodes
 from meterd.analysis.night_flow import leakdb_reference
 from meterd.leaks.config import LeaksConfig, parse_leaks
@@ -133,11 +133,9 @@ def natural_runs(flow: FloatArray, min_h: int = 24) -> np.ndarray:
     """Bins inside runs of >= ``min_h`` consecutive non-zero hours (possible real leaks)."""
     busy = np.nan_to_num(flow) > 0
     out = np.zeros_like(busy)
-    for m in range(busy.shape[0]):
-        edges = np.diff(busy[m].astype(np.int8), prepend=0, append=0)
-        for a, b in zip(np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True):
-            if b - a >= min_h:
-                out[m, a:b] = True
+    for m, a, b in zip(*true_runs(busy), strict=True):
+        if b - a >= min_h:
+            out[m, a:b] = True
     return out
 
 

@@ -46,7 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from benchmarks.leak_eval import load_settings, methods
 from benchmarks.leak_eval_noise import median_cells
 from benchmarks.leak_eval_zones import found_in
-from benchmarks.leak_replay_mqtt import MqttReplay
+from benchmarks.leak_replay_mqtt import T0_REAL, MqttReplay
 from benchmarks.leak_replay_noise_mqtt import compare_replay
 from benchmarks.leakdb_files import (
     INFLOW,
@@ -56,6 +56,7 @@ from benchmarks.leakdb_files import (
     leak_periods,
     open_root,
     parse_ids,
+    period_labels,
     read_leakdb,
     scenario_ids,
 )
@@ -247,10 +248,7 @@ def detector_rows(s: Score, months: float) -> list[str]:
 def leakdb_rows(runs: dict[str, list[Incident]], data: LeakDBData, grid: Grid) -> list[str]:
     """Markdown rows of LeakDB's own scores (:mod:`benchmarks.leakdb_score`), per reading of
     the data's own step."""
-    truth = np.zeros(data.flow.shape, dtype=bool)
-    for row, leaks in enumerate(data.truth):
-        for p in leak_periods(leaks):
-            truth[row, max(p.start, 0):p.end] = True
+    truth = np.stack([period_labels(leaks, data.flow.shape[1]) for leaks in data.truth])
     out = ["| method | F1 | TPR | TNR | SED |", "|---|---|---|---|---|"]
     for name, incs in runs.items():
         alarm = incident_labels(incs, *truth.shape, grid.t0_s, data.step_s)
@@ -328,15 +326,13 @@ def main(argv: list[str] | None = None) -> int:
     per = step // data.step_s
     keep = data.flow.shape[1] // per * per  # a last, partial bin is not judged
     flow = data.flow[:, :keep].reshape(data.flow.shape[0], -1, per).mean(axis=2)
-    # Generated scenarios keep the replay's documented calendar (time 0 is 2015-01-01);
-    # LeakDB's own keep theirs, whose weekly pattern starts on their first day.
-    origin = data.t0_s if args.data is not None else None
-    grid = Grid(0 if args.mqtt and origin is None else data.t0_s, flow.shape[1], step)
+    # Generated scenarios replayed through MQTT keep the replay's documented calendar
+    # (2015-01-01); LeakDB's own keep theirs, whose weekly pattern starts on their first day.
+    t0 = T0_REAL if args.mqtt and args.data is None else data.t0_s
+    grid = Grid(t0, flow.shape[1], step)
     ms: dict[str, Callable[[FloatArray, Grid], list[Incident]]] = methods(settings)
     runs = {name: ms[name](flow, grid) for name in ("meterd", "LeakDB MNF reference")}
-    replay = (MqttReplay(settings=settings, rates=True, **({} if origin is None else
-                                                            {"origin_s": origin}))
-              if args.mqtt else None)
+    replay = MqttReplay(settings=settings, rates=True, origin_s=t0) if args.mqtt else None
     if replay is not None:
         runs = {"meterd via MQTT": replay(flow, grid), **runs}
     print(_title(args, data, step))

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import TypeAlias
 
 import numpy as np
+from numpy.typing import NDArray
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -63,6 +64,14 @@ def leak_periods(leaks: list[Leak]) -> list[Leak]:
                               end=max(last.end, lk.end))
         else:
             out.append(lk)
+    return out
+
+
+def period_labels(leaks: list[Leak], n: int) -> NDArray[np.bool_]:
+    """LeakDB's labels of one scenario: True on the ``n`` readings inside a leak period."""
+    out = np.zeros(n, dtype=bool)
+    for p in leak_periods(leaks):
+        out[max(p.start, 0):p.end] = True
     return out
 
 
@@ -178,9 +187,7 @@ def _leak(path: Where, t0_s: int, step_s: int) -> Leak:
 def _labels_match(path: Where, leaks: list[Leak], n: int) -> bool:
     if not path.is_file():
         return True
-    want = np.zeros(n, dtype=bool)
-    for p in leak_periods(leaks):
-        want[max(p.start, 0):p.end] = True
+    want = period_labels(leaks, n)
     got = np.array([float(row[1]) > 0 for row in _rows(path) if len(row) >= 2])
     return got.shape == want.shape and bool(np.all(got == want))
 
@@ -232,9 +239,7 @@ def write_leakdb(root: Path, flow: FloatArray, truth: list[list[Leak]], t0_s: in
         with (folder / "Flows" / f"{link}.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("Timestamp", "Value"), *zip(stamps, map(repr, row.tolist()),
                                                                   strict=True)])
-        label = np.zeros(flow.shape[1], dtype=int)
-        for p in leak_periods(leaks):
-            label[p.start:p.end] = 1
+        label = period_labels(leaks, flow.shape[1]).astype(int)
         with (folder / "Labels.csv").open("w", newline="") as f:
             csv.writer(f).writerows([("Timestamp", "Label"), *zip(stamps, label.tolist(),
                                                                   strict=True)])

@@ -31,6 +31,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
+from meterd.analysis.hourly import true_runs
 from meterd.analysis.incidents import Incident
 
 BoolArray = NDArray[np.bool_]
@@ -61,9 +62,8 @@ def incident_labels(incidents: Iterable[Incident], n_rows: int, n_bins: int, t0_
 
 def _periods(row: BoolArray) -> list[tuple[int, int]]:
     """(first, last) labelled reading of each run of 1s."""
-    edges = np.diff(np.r_[0, row.astype(np.int8), 0])
-    return list(zip(np.flatnonzero(edges == 1).tolist(),
-                    (np.flatnonzero(edges == -1) - 1).tolist(), strict=True))
+    _, starts, stops = true_runs(row[None])
+    return list(zip(starts.tolist(), (stops - 1).tolist(), strict=True))
 
 
 def _period_score(alarm: BoolArray, first: int, last: int) -> float:

@@ -54,8 +54,7 @@ def test_written_scenarios_read_back_exactly(leakdb: ModuleType, files: ModuleTy
     assert np.array_equal(data.flow, flow)
     assert [_by_start(t) for t in data.truth] == [_by_start(t) for t in truth]
     assert (data.t0_s, data.step_s, data.label_mismatches) == (leakdb.T0, leakdb.STEP_S, 0)
-    info = next((root / "Scenario-1").glob("Leaks/*_info.csv"), None) or next(
-        root.glob("Scenario-*/Leaks/*_info.csv"))
+    info = next(root.glob("Scenario-*/Leaks/*_info.csv"))
     assert info.read_text().startswith("Description , Value\nLeak Node , ")
 
 

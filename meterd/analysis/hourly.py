@@ -161,6 +161,16 @@ def last_true(mask: BoolArray, axis: int = 1) -> NDArray[np.int32]:
     return out
 
 
+def true_runs(mask: BoolArray) -> tuple[IntArray, IntArray, IntArray]:
+    """(row, first bin, bin after the last) of every run of True along axis 1 of a 2-D mask,
+    row by row and in time order within a row."""
+    edges = np.diff(mask.astype(np.int8), axis=1, prepend=0, append=0)
+    rows, starts = np.nonzero(edges == 1)
+    # np.nonzero walks row-major, so the k-th rise and k-th fall pair up within a row.
+    _, stops = np.nonzero(edges == -1)
+    return rows, starts, stops
+
+
 def rolling_min(x: NDArray[_T], width: int, fill: float = np.inf) -> NDArray[_T]:
     """Causal rolling minimum over the last ``width`` bins (axis 1); ``fill`` before the start.
     O(n) (van Herk / Gil-Werman in scipy), whatever the width."""

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
-from meterd.analysis.hourly import BoolArray, FloatArray, Grid
+from meterd.analysis.hourly import BoolArray, FloatArray, Grid, true_runs
 
 QUALITY_TYPES = ("stopped_meter", "reverse_flow")
 
@@ -90,12 +90,7 @@ def episodes(
         its volume is counted up to the end of the grid.
     """
     out: list[Incident] = []
-    act = alarm.active.astype(np.int8)
-    edges = np.diff(act, axis=1, prepend=0, append=0)
-    rows, starts = np.nonzero(edges == 1)
-    _, stops = np.nonzero(edges == -1)
-    # np.nonzero walks row-major, so the k-th rise and k-th fall pair up within a row.
-    for m, a, b in zip(rows, starts, stops, strict=True):
+    for m, a, b in zip(*true_runs(alarm.active), strict=True):
         exc = alarm.excess[m, a:b].astype(float)
         rate = float(np.nanmean(exc)) if exc.size else 0.0
         if rate < min_rate_m3h:

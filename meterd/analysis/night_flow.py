@@ -306,7 +306,8 @@ def detect_night_flow(
         if cusum is not None:
             u = np.where(enough, r / np.maximum(allow, 1e-9), np.nan)
             if watch is not None:
-                cum[watch.repaired(c, x, u, allow, alarm_nights > 0, 2 * strong)] = 0.0
+                cum[watch.repaired(c, x, enough & ~flagged, allow, alarm_nights > 0,
+                                   2 * strong)] = 0.0
             cum = _cusum_step(cum, u, *cusum)
             on |= cum > cusum[1]
             if watch is not None:
@@ -589,14 +590,14 @@ class _RepairWatch:
         self.net = np.zeros((2, n_kinds, n_m))  # sum and count over the alarm's nights
         self.last = np.full((n_kinds, n_m), np.nan)
 
-    def repaired(self, c: int, x: FloatArray, u: FloatArray, allow: FloatArray,
+    def repaired(self, c: int, x: FloatArray, within: BoolArray, allow: FloatArray,
                  alarmed: BoolArray, strong: float) -> BoolArray:
-        """Alarmed meters whose night ``x`` (kind ``c``, ``u`` allowances of net flow) is a
+        """Alarmed meters whose night ``x`` (kind ``c``; ``within`` the allowance) is a
         repair."""
         total, count = self.net[:, c]
         with np.errstate(invalid="ignore", divide="ignore"):
             level = total / count
-            return (alarmed & (u <= 1) & (level >= strong * allow)
+            return (alarmed & within & (level >= strong * allow)
                     & (self.last[c] - x > self.share * level))
 
     def record(self, c: int, x: FloatArray, r: FloatArray, on: BoolArray) -> None:
