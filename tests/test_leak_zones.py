@@ -506,15 +506,17 @@ def test_a_provisional_alarm_ends_at_the_first_verdict_inside_it() -> None:
     assert np.flatnonzero(cut.active[1]).tolist() == [6, 7]
 
 
-def _season_with_a_ramp(rng: np.random.Generator) -> np.ndarray:
-    """A district inflow, ±25 % over the year (highest on day 60), with a leak that creeps up to
-    40 % of the night flow from day 120 to 230, against the falling season, and is repaired on
-    day 250, just before the season turns up."""
+def _season_with_a_ramp(rng: np.random.Generator, peak_day: float = 60, leak_m3h: float = 0.08,
+                        ramp: tuple[int, int] = (120, 230), repair: int = 250) -> np.ndarray:
+    """A district inflow, ±25 % over the year (highest on ``peak_day``), with a leak that creeps
+    up to ``leak_m3h`` over the days of ``ramp`` and is repaired on day ``repair``. By default
+    it reaches 40 % of the night flow, against the falling season, and is repaired just before
+    the season turns up."""
     t = np.arange(365 * 24) / 24
     hour = np.arange(t.size) % 24
-    season = 1 + 0.25 * np.cos(2 * np.pi * (t - 60) / 365)
+    season = 1 + 0.25 * np.cos(2 * np.pi * (t - peak_day) / 365)
     level = 0.2 + 0.3 * ((hour >= 7) & (hour < 22))
-    leak = 0.08 * np.clip((t - 120) / 110, 0, 1) * (t < 250)
+    leak = leak_m3h * np.clip((t - ramp[0]) / (ramp[1] - ramp[0]), 0, 1) * (t < repair)
     return (level * season * (1 + 0.01 * rng.standard_normal(t.size)) + leak)[None, :]
 
 
@@ -527,6 +529,20 @@ def test_a_ramp_against_the_season_does_not_turn_day_scaling_off_for_good() -> N
     ramp itself is not found: day scaling never lowers the baseline, so a falling season
     cannot reveal it.)"""
     flow = _season_with_a_ramp(np.random.default_rng(0))
+    grid = Grid(T0, flow.shape[1])
+    assert detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("inflow")],
+                  LeaksConfig()) == []
+
+
+def test_a_small_ramp_and_its_repair_do_not_lower_a_districts_elasticity() -> None:
+    """A leak that creeps up to 10 % of the night flow over days 155-220, against the falling
+    season, stays within the allowance, so the baseline learns it. The fit read the ramp as a
+    night leaving the day: its trusted slope fell from 1 to 0.7, and after the repair on day
+    309 the baseline rose too slowly in December's rise, and an incident opened on day 354
+    that never closed (session 13; ``leak_eval_leakdb.py --hourly --seed 21`` had two such).
+    A district's trusted elasticity is now never lowered."""
+    flow = _season_with_a_ramp(np.random.default_rng(1), peak_day=91.25, leak_m3h=0.02,
+                               ramp=(155, 220), repair=309)
     grid = Grid(T0, flow.shape[1])
     assert detect(flow, grid, local_calendar(grid, "UTC"), [MeterInfo("inflow")],
                   LeaksConfig()) == []

@@ -446,13 +446,13 @@ class _Elasticity:
 
     MIN_FIT = 14  # nights before the slope is trusted
     MIN_SLOPE = 0.3  # least-squares slope below this: day use varies on its own (a building)
-    MAX_ALARMED = 0.25  # alarmed share of the recent nights above which the held slope is used
+    MAX_ALARMED = 0.25  # alarmed share of the recent nights above which the slope is not trusted
 
     def __init__(self, n_kinds: int, n_m: int, size: int) -> None:
         self.vals = np.zeros((3, n_kinds, n_m, size))  # u, x, s
         self.pos = np.zeros((n_kinds, n_m), dtype=np.int64)
         self.sums = np.zeros((n_kinds, 10, n_m))  # n, Σu, Σx, Σs, Σuu, Σux, Σus, Σxs, Σss, Σxx
-        self.held = np.full(n_m, np.nan)  # the last trusted slope of a full window
+        self.held = np.full(n_m, np.nan)  # the largest trusted slope of a full window
 
     @property
     def size(self) -> int:
@@ -490,19 +490,25 @@ class _Elasticity:
         return np.where(follows, np.clip(np.sqrt(np.maximum(var_x, 0.0) / var_u), 0.0, 1.0), 0.0)
 
     def beta(self, calm: BoolArray) -> FloatArray:
-        """:meth:`slope`, held where it cannot be trusted. Once a full window has shown that MNF
-        follows D while the meter was ``calm`` (at most ``MAX_ALARMED`` of its last nights in an
-        alarm), the meter is one whose night follows its day (a district inflow), and a leak
-        does not change that: while it is not calm, or the slope falls below ``MIN_SLOPE``, the
-        last trusted slope is kept. The alarm share models a leak as a step, but an incipient
-        leak is a ramp, which the fit reads as (anti-)co-movement; without the hold, a ramp that
-        ran against the season, flagged or not, turned the scaling off, and the season's rise
-        after the repair opened false incidents (session 10, ``leak_eval_leakdb.py``)."""
+        """:meth:`slope` until a full window has shown that MNF follows D while the meter was
+        ``calm`` (at most ``MAX_ALARMED`` of its last nights in an alarm); from then on the
+        largest such slope. The meter is then one whose night follows its day (a district
+        inflow), and that is a property of its customers, which a leak does not change. What
+        lowers the slope is leak water that D does not carry: the alarm share models a leak as
+        a step, but an incipient leak is a ramp, and a leak the baseline has learnt is repaired
+        as an unflagged fall, which the fit reads as a night leaving the day.
+        - Session 10: a ramp against the season pushed the slope below ``MIN_SLOPE`` and
+          turned the scaling off, and the season's rise after the repair opened false
+          incidents; the last trusted slope was then kept.
+        - Session 13: a smaller ramp, or a learnt leak and its repair, lowered the trusted
+          slope itself, from about 1 to 0.5-0.6, and the baseline rose half as fast as the
+          night in the next rise (both false incidents of ``leak_eval_leakdb.py --hourly
+          --seed 21``). The slope is now never lowered."""
         now = self.slope()
         trusted = calm & (now > 0)
         full = self.sums[:, 0].sum(axis=0) >= self.size
-        self.held = np.where(trusted & full, now, self.held)
-        return np.where(trusted | np.isnan(self.held), now, self.held)
+        self.held = np.where(trusted & full, np.fmax(now, self.held), self.held)
+        return np.where(np.isnan(self.held), now, self.held)
 
 
 class _DayScale:
