@@ -182,8 +182,9 @@ def detect_night_flow(
         D is the mean over the last 7 nights of the flow over the 24 h to each night's end minus
         that night's minimum, ``D_j`` the same on learnt night j, and ``beta`` the elasticity of
         MNF on D over the last ``scaling_days`` calm or alarmed nights (:class:`_Elasticity`),
-        used only from 14 such nights and when its least-squares slope is at least 0.3.
-        None: off. See Notes.
+        used only from 14 such nights and when its least-squares slope is at least 0.3, and
+        once a full calm window has shown that, the largest such slope, never lowered
+        (:meth:`_Elasticity.beta`). None: off. See Notes.
     weekday : array of int, shape (n_bins,), optional
         Local weekday of each bin (0 = Monday). The baseline of a night is then lifted by how
         much higher nights of its weekday have run than the other nights of their kind in the
