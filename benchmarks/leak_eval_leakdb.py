@@ -336,6 +336,10 @@ def main(argv: list[str] | None = None) -> int:
     if replay is not None:
         runs = {"meterd via MQTT": replay(flow, grid), **runs}
     print(_title(args, data, step))
+    if data.unlisted:
+        print(f"note: {data.unlisted} labelled leak periods have no Leaks/*_info.csv (a second "
+              "leak at one node overwrites the first's); they are scored, in no size band\n",
+              file=sys.stderr)
     if data.label_mismatches:
         print(f"warning: {data.label_mismatches} scenarios' Labels.csv do not mark exactly the "
               "spans of their Leaks/*_info.csv; the info files are scored\n", file=sys.stderr)

@@ -8,12 +8,17 @@ LeakDB (Vrachimis et al. 2018; https://github.com/KIOS-Research/LeakDB) stores e
 - ``Leaks/Leak_<node>_info.csv``: ``Description , Value`` rows, among them ``Leak Node``,
   ``Leak Diameter`` (m), ``Leak Type`` (abrupt or incipient), ``Leak Start``, ``Leak End`` (the
   last leaking reading) and ``Peak Time``;
-- ``Labels.csv``: ``Timestamp,Label``, 1 while a leak runs.
+- ``Labels.csv``: ``Timestamp,Label``, 1 while a leak runs. These are LeakDB's ground truth
+  (its ``main.m`` scores against them), so where the generator's info files are known to
+  differ from them the labels win: an abrupt leak's ``Leak Start`` is written one reading
+  early, and a second leak at one node overwrites the first's info file (see
+  :func:`_reconcile`).
 
 Timestamps are naive and read as UTC. :func:`read_leakdb` checks that every flow file has the
-same timestamps, evenly spaced, and that the labels mark the leaks' spans; it names the file
-and line of anything it cannot read. :func:`write_leakdb` writes scenarios in the same layout,
-so the reader is tested on files and anyone can see the format it expects.
+same timestamps, evenly spaced, and counts the scenarios whose labels still disagree with
+their leaks; it names the file and line of anything it cannot read. :func:`write_leakdb` writes
+scenarios in the same layout, so the reader is tested on files and anyone can see the format
+it expects.
 """
 
 from __future__ import annotations
@@ -33,7 +38,7 @@ from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from meterd.analysis.hourly import FloatArray
+from meterd.analysis.hourly import BoolArray, FloatArray, true_runs
 
 INFLOW = "Link_1"
 Where: TypeAlias = Path | zipfile.Path  # a folder on disk or inside a zip file
@@ -60,7 +65,7 @@ def leak_periods(leaks: list[Leak]) -> list[Leak]:
     for lk in sorted(leaks, key=lambda x: x.start):
         if out and lk.start < out[-1].end:
             last = out[-1]
-            out[-1] = replace(last, diameter_m=max(last.diameter_m, lk.diameter_m),
+            out[-1] = replace(last, diameter_m=float(np.fmax(last.diameter_m, lk.diameter_m)),
                               end=max(last.end, lk.end))
         else:
             out.append(lk)
@@ -89,6 +94,7 @@ class LeakDBData:
     t0_s: int
     step_s: int
     label_mismatches: int  # scenarios whose Labels.csv does not mark exactly their leak periods
+    unlisted: int = 0  # labelled leak periods that no info file lists, of unknown size
 
 
 def parse_ids(spec: str) -> list[int]:
@@ -184,19 +190,56 @@ def _leak(path: Where, t0_s: int, step_s: int) -> Leak:
                 peak=bin_of("Peak Time"), end=bin_of("Leak End") + 1)
 
 
-def _labels_match(path: Where, leaks: list[Leak], n: int) -> bool:
+def _labels(path: Where, n: int) -> BoolArray | None:
+    """The labels of a ``Labels.csv`` file (None if there is none)."""
     if not path.is_file():
-        return True
-    want = period_labels(leaks, n)
-    got = np.array([float(row[1]) > 0 for row in _rows(path) if len(row) >= 2])
-    return got.shape == want.shape and bool(np.all(got == want))
+        return None
+    got = np.array([float(row[1]) > 0 for row in _rows(path) if len(row) >= 2], dtype=bool)
+    if got.size != n:
+        raise LeakDBFormatError(f"{path}: {got.size} labels for {n} readings")
+    return got
+
+
+def _abrupt_start(lk: Leak, label: BoolArray) -> Leak:
+    """LeakDB's generator writes an abrupt leak's ``Leak Start`` one reading before the leak
+    and its labels begin (``leakStarts = timeStamp[ST-1]`` in ``leakDataset.py``): when the
+    labels rise just after it, the leak starts where they do."""
+    s = lk.start
+    if lk.incipient or s + 1 >= label.size or (s >= 0 and label[s]) or not label[s + 1]:
+        return lk
+    return replace(lk, start=s + 1, peak=max(lk.peak, s + 1))
+
+
+def _unlisted(leaks: list[Leak], label: BoolArray) -> list[Leak]:
+    """A leak for each labelled period no info file explains, from its first unexplained
+    reading to the period's end, of unknown size (NaN) and scored as abrupt. LeakDB names a
+    leak's info file by its node, so a second leak at one node overwrites the first's."""
+    explained = period_labels(leaks, label.size)
+    _, starts, stops = true_runs(label[None, :])
+    out = []
+    for a, b in zip(starts.tolist(), stops.tolist(), strict=True):
+        if gaps := np.flatnonzero(~explained[a:b]).tolist():
+            out.append(Leak(node=-1, diameter_m=np.nan, incipient=False, start=a + gaps[0],
+                            peak=a + gaps[0], end=b))
+    return out
+
+
+def _reconcile(leaks: list[Leak], label: BoolArray | None) -> tuple[list[Leak], int, bool]:
+    """(leaks as LeakDB's labels mark them, how many of them no info file lists, whether the
+    labels still disagree with them). Without labels the info files stand as they are."""
+    if label is None:
+        return leaks, 0, False
+    leaks = [_abrupt_start(lk, label) for lk in leaks]
+    extra = _unlisted(leaks, label)
+    leaks = leaks + extra
+    return leaks, len(extra), not np.array_equal(period_labels(leaks, label.size), label)
 
 
 def read_leakdb(root: Where, ids: Sequence[int], link: str = INFLOW, progress: bool = False
                 ) -> LeakDBData:
     """Read scenarios ``ids`` of one LeakDB network folder ``root``: the flow of ``link`` and
     the leaks, their times as bins of the flow's own step (``progress``: a bar on stderr)."""
-    rows, truth, mismatches = [], [], 0
+    rows, truth, mismatches, unlisted = [], [], 0, 0
     first: list[str] | None = None
     t0_s = step_s = 0
     for sid in tqdm(ids, desc="reading LeakDB", unit="scenario", disable=not progress):
@@ -207,13 +250,16 @@ def read_leakdb(root: Where, ids: Sequence[int], link: str = INFLOW, progress: b
             first, (t0_s, step_s) = stamps, _grid(stamps, path)
         elif stamps != first:
             raise LeakDBFormatError(f"{path}: timestamps differ from Scenario-{ids[0]}'s")
-        leaks = [_leak(p, t0_s, step_s) for p in _infos(folder / "Leaks")]
-        mismatches += not _labels_match(folder / "Labels.csv", leaks, values.size)
+        leaks, extra, differ = _reconcile([_leak(p, t0_s, step_s)
+                                           for p in _infos(folder / "Leaks")],
+                                          _labels(folder / "Labels.csv", values.size))
+        unlisted += extra
+        mismatches += differ
         rows.append(values)
         truth.append(leaks)
     if not rows:
         raise LeakDBFormatError(f"{root}: no scenarios asked for")
-    return LeakDBData(list(ids), np.stack(rows), truth, t0_s, step_s, mismatches)
+    return LeakDBData(list(ids), np.stack(rows), truth, t0_s, step_s, mismatches, unlisted)
 
 
 def _infos(folder: Where) -> list[Where]:
@@ -230,7 +276,8 @@ def _stamp(t0_s: int, step_s: int, i: int) -> str:
 
 def write_leakdb(root: Path, flow: FloatArray, truth: list[list[Leak]], t0_s: int, step_s: int,
                  link: str = INFLOW) -> None:
-    """Write one scenario folder per flow row (ids from 1), as LeakDB's generator lays them out."""
+    """Write one scenario folder per flow row (ids from 1), as LeakDB's generator lays them out,
+    an abrupt leak's ``Leak Start`` one reading early included."""
     stamps = [_stamp(t0_s, step_s, i) for i in range(flow.shape[1])]
     for sid, (row, leaks) in enumerate(zip(flow, truth, strict=True), start=1):
         folder = root / f"Scenario-{sid}"
@@ -249,7 +296,7 @@ def write_leakdb(root: Path, flow: FloatArray, truth: list[list[Leak]], t0_s: in
                     ("Leak Area", repr(np.pi * lk.diameter_m**2 / 4)),
                     ("Leak Diameter", repr(lk.diameter_m)),
                     ("Leak Type", "incipient" if lk.incipient else "abrupt"),
-                    ("Leak Start", _stamp(t0_s, step_s, lk.start)),
+                    ("Leak Start", _stamp(t0_s, step_s, lk.start - (not lk.incipient))),
                     ("Leak End", _stamp(t0_s, step_s, lk.end - 1)),
                     ("Peak Time", _stamp(t0_s, step_s, lk.peak))]
             # Two leaks at one node would share LeakDB's file name; a suffix keeps both.

@@ -94,20 +94,68 @@ def test_a_zip_of_the_network_folder_scores_like_the_folder(
     assert "missing: not a folder or a zip file" in capsys.readouterr().err
 
 
+def _copy_scenario(root: Path, sid: int, dest: Path) -> Path:
+    """A scenario folder under ``dest`` whose Flows and Labels.csv link to ``root``'s and whose
+    Leaks folder is a copy, to be changed."""
+    folder = dest / f"Scenario-{sid}"
+    (folder / "Leaks").mkdir(parents=True)
+    (folder / "Flows").symlink_to(root / f"Scenario-{sid}" / "Flows")
+    for f in (root / f"Scenario-{sid}" / "Leaks").iterdir():
+        (folder / "Leaks" / f.name).write_text(f.read_text())
+    (folder / "Labels.csv").symlink_to(root / f"Scenario-{sid}" / "Labels.csv")
+    return folder
+
+
 def test_labels_that_disagree_with_the_leaks_are_counted(
         files: ModuleType, written: tuple[Path, np.ndarray, list], tmp_path: Path) -> None:
     root, _, truth = written
     sid = next(i for i, t in enumerate(truth, start=1) if t)
-    labels = root / f"Scenario-{sid}" / "Labels.csv"
-    lines = labels.read_text().splitlines()
+    folder = _copy_scenario(root, sid, tmp_path)
+    lines = (folder / "Labels.csv").read_text().splitlines()
     first = next(i for i, ln in enumerate(lines) if ln.endswith(",1"))
-    lines[first - 1] = lines[first - 1][:-1] + "1"  # a leak labelled a reading early
-    copy = tmp_path / "labels"
-    (copy / f"Scenario-{sid}").mkdir(parents=True)
-    for sub in ("Flows", "Leaks"):
-        (copy / f"Scenario-{sid}" / sub).symlink_to(root / f"Scenario-{sid}" / sub)
-    (copy / f"Scenario-{sid}" / "Labels.csv").write_text("\n".join(lines) + "\n")
-    assert files.read_leakdb(copy, [sid]).label_mismatches == 1
+    lines[first] = lines[first][:-1] + "0"  # a leak labelled a reading late
+    (folder / "Labels.csv").unlink()
+    (folder / "Labels.csv").write_text("\n".join(lines) + "\n")
+    assert files.read_leakdb(tmp_path, [sid]).label_mismatches == 1
+    (folder / "Labels.csv").write_text("\n".join(lines[:-1]) + "\n")
+    with pytest.raises(files.LeakDBFormatError, match=re.escape("Labels.csv: 2879 labels for 2880 readings")):
+        files.read_leakdb(tmp_path, [sid])
+
+
+def test_an_abrupt_leak_starts_where_its_labels_do(
+        files: ModuleType, leakdb: ModuleType, written: tuple[Path, np.ndarray, list]) -> None:
+    """LeakDB's generator writes an abrupt leak's Leak Start one reading before its labels
+    (``leakStarts = timeStamp[ST-1]``); ``write_leakdb`` does the same, and the reader starts
+    the leak where the labels do."""
+    root, _, truth = written
+    sid, lk = next((i, lk) for i, t in enumerate(truth, start=1) for lk in t if not lk.incipient)
+    info = (root / f"Scenario-{sid}" / "Leaks" / f"Leak_{lk.node}_info.csv").read_text()
+    assert f"Leak Start , {files._stamp(leakdb.T0, leakdb.STEP_S, lk.start - 1)}\n" in info
+    assert lk in files.read_leakdb(root, [sid]).truth[0]
+    labels = (root / f"Scenario-{sid}" / "Labels.csv").read_text().splitlines()  # line k: bin k-1
+    assert labels[lk.start].endswith(",0") and labels[lk.start + 1].endswith(",1")
+
+
+def test_a_leak_whose_info_file_was_overwritten_is_scored_from_its_labels(
+        files: ModuleType, leakdb: ModuleType, written: tuple[Path, np.ndarray, list],
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """LeakDB names an info file by the leak's node, so a second leak at one node overwrites
+    the first's: its labelled period is still a leak period, of unknown size."""
+    root, _, truth = written
+    sid = next(i for i, t in enumerate(truth, start=1) if len(t) == 1)
+    folder = _copy_scenario(root, sid, tmp_path)
+    for f in (folder / "Leaks").iterdir():
+        f.unlink()
+    data = files.read_leakdb(tmp_path, [sid])
+    (lk,) = data.truth[0]
+    assert (data.unlisted, data.label_mismatches) == (1, 0)
+    assert (lk.start, lk.end, lk.incipient, np.isnan(lk.diameter_m)) == (
+        truth[sid - 1][0].start, truth[sid - 1][0].end, False, True)
+    assert leakdb.main(["--data", str(tmp_path)]) == 0
+    out = capsys.readouterr()
+    assert "1 labelled leak periods have no Leaks/*_info.csv" in out.err
+    found = next(ln for ln in out.out.splitlines() if ln.startswith("| meterd |"))
+    assert found.split(" | ")[2].endswith("/1") and " 0/0 |" in found  # counted, in no band
 
 
 @pytest.mark.parametrize(("row", "error"), [
