@@ -6,21 +6,27 @@ LeakDB's own scenarios: ``... --data LeakDB/Hanoi_CMH [--ids 1-1000] [--flow-fil
 [--hourly] [--mqtt]`` (their layout: ``benchmarks/leakdb_files.py``).
 
 ``leak_eval_noise.py``'s district kinds give every meter one step leak that never ends. LeakDB's
-scenarios (Vrachimis et al. 2018) are built differently, and this follows their structure with
-our own numbers (LeakDB's pattern coefficients are stored in files not available here):
+scenarios (Vrachimis et al. 2018) are built differently, and this follows their structure, on
+their Hanoi network's demands and pressures, with our own demand patterns (LeakDB's pattern
+coefficients are stored in .mat files not available here):
 
-- one inflow meter per scenario, read every 30 minutes for a year: the sum of Hanoi's 31 nodal
-  base demands (Fujiwara & Khang 1990, 19,940 m³/h in all), each times its own weekly pattern
-  (five daily harmonics with a weekday and a weekend shape, every coefficient randomised by
-  ±10 % per node) and a yearly one (10–25 % amplitude, randomised the same way), with 5 %
-  Gaussian noise per node and sample;
+- one inflow meter per scenario, read every 30 minutes for a year: the sum of the 31 nodal
+  base demands of LeakDB's Hanoi network (``Hanoi_CMH.inp``: 5,539 m³/h in all, which are
+  Fujiwara & Khang's 1990 demands in L/s read as m³/h, as LeakDB's generator reads them), each
+  times its own weekly pattern (five daily harmonics with a weekday and a weekend shape, every
+  coefficient randomised by ±10 % per node) and a yearly one (10–25 % amplitude, randomised
+  the same way), with 5 % Gaussian noise per node and sample;
 - 0, 1 or 2 leaks (35 %, 45 %, 20 %, as in a sample of LeakDB's own scenario list), each at a
   random node, with a hole of 2–20 cm, abrupt or incipient (half each); its start is uniform
   over the year, its end (the repair) uniform between the start and the year's end, and an
   incipient leak's hole grows linearly to its peak at a uniform time in between;
 - a leak's outflow follows the orifice law at its node's pressure, 0.75 · A · √(2 g p), and the
-  pressure falls with the inflow, p = 100 m − c · (Q / Q₀)^1.852 with c of 20–70 m per node:
-  a leak runs strongest at night, as in a pressure-driven hydraulic model;
+  pressure falls with the inflow as that network's does: p = 70 m − loss · (Q / Q₀)^1.852,
+  where 70 m is the reservoir's head over the nodes and the loss at base demand Q₀ is what
+  EPANET gives for the node (0.3–6.4 m), scaled per scenario and node as LeakDB's 5–20 %
+  uncertainty in pipe length, diameter and roughness scales it (:data:`HANOI_LOSS_M`). A leak
+  runs a little stronger at night, as in a pressure-driven hydraulic model: a 2 cm hole loses
+  about 31 m³/h, a 20 cm one 2,800–3,100 m³/h (about half the inflow);
 - with ``--link``, the meter sits on a pipe inside the network instead (:data:`LINKS`).
 
 A leak is found by an incident on its scenario's meter detected after the leak's start and no
@@ -64,10 +70,21 @@ from benchmarks.leakdb_score import incident_labels, leakdb_score
 from meterd.analysis.hourly import FloatArray, Grid
 from meterd.analysis.incidents import Incident
 
-# Hanoi's nodal base demands, m³/h (Fujiwara & Khang 1990), nodes 2-32.
-HANOI_M3H = (890, 850, 130, 725, 1005, 1350, 550, 525, 525, 500, 560, 940, 615, 280, 310, 865,
-             1345, 60, 1275, 930, 485, 1045, 820, 170, 900, 370, 290, 360, 360, 105, 805)
-HEAD_M, G = 100.0, 9.81
+# Hanoi's nodal base demands, nodes 2-32, as LeakDB's Hanoi_CMH.inp gives them and its generator
+# reads them: in m³/h, 5,539 in all (the numbers are Fujiwara & Khang's 1990 demands in L/s).
+HANOI_M3H = (247.22, 236.11, 36.11, 201.39, 279.17, 375, 152.78, 145.83, 145.83, 138.89, 155.56,
+             261.11, 170.83, 77.78, 86.11, 240.28, 373.61, 16.67, 354.17, 258.33, 134.72, 290.28,
+             227.78, 47.22, 250, 102.78, 80.56, 100, 100, 29.17, 223.61)
+# Head lost from the reservoir to each of those nodes at base demand, m: EPANET 2.2 (WNTR 1.5's
+# EpanetSimulator) on Hanoi_CMH.inp. Its reservoir is at 100 m and every node at 30 m.
+HANOI_LOSS_M = (0.27, 3.57, 3.99, 4.50, 5.03, 5.16, 5.30, 5.41, 5.50, 5.64, 5.75, 6.14, 6.09, 6.13,
+                6.13, 5.47, 4.54, 3.90, 4.59, 5.46, 5.94, 5.14, 5.61, 5.89, 6.20, 6.25, 5.94, 6.37,
+                6.45, 6.40, 6.28)
+STATIC_PRESSURE_M, G = 70.0, 9.81
+# LeakDB draws each pipe's length, diameter and roughness within 5-20 %; on Hanoi_CMH that
+# scales a scenario's losses by a lognormal factor (sd 0.33 of the log) and each node's by
+# another (0.07), as 60 such draws through EPANET showed.
+LOSS_LOG_SD = (0.33, 0.07)
 DIAMETER_BANDS = ((0.02, 0.05), (0.05, 0.1), (0.1, 0.15), (0.15, 0.2))
 GRACE_S = 86400
 STEP_S = 1800  # the scenarios' reading interval; leak times are in these bins
@@ -130,14 +147,15 @@ def _hole_share(leak: Leak, n_bins: int) -> FloatArray:
 def leak_outflow(demand: FloatArray, leaks: list[Leak], losses: FloatArray, q0: float
                  ) -> FloatArray:
     """Outflow of ``leaks``, m³/h per bin, on a network whose demand is ``demand``: the orifice
-    law, 0.75 · A · √(2 g p), at each leak node's pressure p = 100 m − loss · (Q / q0)^1.852,
-    where Q is the inflow, leaks included (settled in a few fixed-point steps)."""
+    law, 0.75 · A · √(2 g p), at each leak node's pressure p = 70 m − loss · (Q / q0)^1.852,
+    where Q is the inflow, leaks included (settled in a few fixed-point steps), and ``loss`` is
+    the node's head loss at inflow ``q0`` (Hazen-Williams: losses grow as Q^1.852)."""
     outflow = np.zeros(demand.size)
     for _ in range(4):
         q = demand + outflow
         outflow = np.zeros(demand.size)
         for leak in leaks:
-            p = np.maximum(HEAD_M - losses[leak.node] * (q / q0) ** 1.852, 0.0)
+            p = np.maximum(STATIC_PRESSURE_M - losses[leak.node] * (q / q0) ** 1.852, 0.0)
             area = np.pi * leak.diameter_m**2 / 4 * _hole_share(leak, demand.size)
             outflow += 0.75 * area * np.sqrt(2 * G * p) * 3600
     return outflow
@@ -151,10 +169,11 @@ def scenario(rng: np.random.Generator, n_bins: int, per_hour: int, link: str = "
     demand = base * _node_patterns(rng, n_bins, per_hour)
     demand *= 1 + 0.05 * rng.standard_normal(demand.shape)
     total = demand.sum(axis=0)
-    q0 = 1.6 * float(base.sum())  # about the yearly peak inflow
-    losses = rng.uniform(20, 70, len(HANOI_M3H))
+    spread, per_node = LOSS_LOG_SD
+    losses = np.asarray(HANOI_LOSS_M) * np.exp(spread * rng.standard_normal()
+                                               + per_node * rng.standard_normal(len(HANOI_M3H)))
     leaks = _leaks(rng, n_bins)
-    outflow = leak_outflow(total, leaks, losses, q0)
+    outflow = leak_outflow(total, leaks, losses, float(base.sum()))
     if link == "inflow":
         return np.round(total + outflow, 3), leaks
     part = demand[rng.random(len(HANOI_M3H)) < 0.3].sum(axis=0)  # the nodes the pipe feeds
