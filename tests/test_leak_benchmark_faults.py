@@ -133,3 +133,19 @@ def test_a_repair_at_night_leaves_no_false_incident_in_the_season_after_it(leakd
     settings = _benchmark("leak_eval").load_settings(None).model_copy(update={"step_s": 1800})
     incidents = _benchmark("leak_eval").methods(settings)["meterd"](flow[64:], grid)
     assert incidents and leakdb.score(incidents, [leaks], grid).false == 0
+
+
+def test_leakdb_scenarios_run_at_the_scale_of_leakdb_s_hanoi_network(leakdb: ModuleType
+                                                                     ) -> None:
+    """LeakDB's ``Hanoi_CMH.inp`` gives 5,539 m³/h of base demand, 70 m of static head and
+    EPANET losses of at most 6.4 m at base demand: a leak-free inflow averages its base
+    demand, and a 2 cm hole loses 27-31 m³/h from night to peak (session 15; the proxy had
+    19,940 m³/h and 20-70 m of losses)."""
+    assert sum(leakdb.HANOI_M3H) == pytest.approx(5539, abs=1)
+    flow, truth = leakdb.scenarios(8, 3, days=28)
+    clean = flow[[not t for t in truth]]
+    assert clean.size and np.all(np.abs(clean.mean(axis=1) / 5539 - 1) < 0.2)
+    demand = np.linspace(0.4, 1.8, 48) * 5539
+    hole = leakdb.leak_outflow(demand, [leakdb.Leak(30, 0.02, False, 0, 0, 48)],
+                               np.asarray(leakdb.HANOI_LOSS_M), 5539.0)
+    assert np.all((hole > 26) & (hole < 32)) and hole[0] > hole[-1]
