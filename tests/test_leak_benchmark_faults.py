@@ -123,7 +123,7 @@ def test_a_repair_at_night_leaves_no_false_incident_in_the_season_after_it(leakd
     counts 17.5 h of leak water in the day but none in the floor: nearly twice the usual D.
     Averaged into the week's D, it raised the D of the nights learnt after the repair, their
     scaling held the baseline down, and December's rise opened three false incidents (session
-    15). The week's median D ignores that night."""
+    15). The week's D now leaves out its largest and smallest night."""
     from meterd.analysis.hourly import Grid
 
     flow, truth = leakdb.scenarios(65, 1)

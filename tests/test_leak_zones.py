@@ -8,6 +8,7 @@ import pytest
 from meterd.analysis.hourly import Grid, local_calendar
 from meterd.analysis.incidents import Alarm, until_first
 from meterd.analysis.night_flow import (
+    _trailing_trimmed_mean,
     day_classes,
     detect_night_flow,
     mad_multiplier,
@@ -449,6 +450,20 @@ def test_the_weekday_profile_ignores_noise_and_a_leak_that_raises_every_night() 
     tuesdays = lift[:, 50:][:, weekday[50:] == 1]  # 6 % less about one standard error
     assert tuesdays.min() > 1.01 and tuesdays.max() < 1.08 and np.median(tuesdays) > 1.035
     assert np.median(lift[:, 50:][:, weekday[50:] != 1]) == 1.0
+
+
+def test_the_week_s_day_use_ignores_the_night_of_a_repair() -> None:
+    """The day before a repair still carried the leak, so that one night's D is far off. The
+    trimmed week's mean leaves it out, as it leaves out a missing night, and still counts a
+    busier day of a week that has two, where a median counts neither (session 15)."""
+    week = np.array([[1.0, 1.0, 1.1, 1.1, 1.0, 1.0, 1.0]])
+    spiked = week.copy()
+    spiked[0, 3] = 2.0
+    assert _trailing_trimmed_mean(week, 7)[0, -1] == pytest.approx(1.02)  # (1 * 4 + 1.1) / 5
+    assert _trailing_trimmed_mean(spiked, 7)[0, -1] == pytest.approx(1.02)
+    assert np.median(week) == 1.0
+    gap = np.array([[np.nan, 1.0, 3.0]])
+    np.testing.assert_allclose(_trailing_trimmed_mean(gap, 7), [[np.nan, 1.0, 2.0]])
 
 
 def _district(rng: np.random.Generator, days: int, noise: float = 0.01) -> np.ndarray:

@@ -179,12 +179,12 @@ def detect_night_flow(
     scaling_days : int, optional
         Scale each night's baseline with the week's use: each learnt night's MNF times
         ``(D / D_j) ** beta``, their median kept within [1, 2] times the plain baseline, where
-        D is the median over the last 7 nights of the flow over the 24 h to each night's end
-        minus that night's minimum, ``D_j`` the same on learnt night j, and ``beta`` the elasticity of
-        MNF on D over the last ``scaling_days`` calm or alarmed nights (:class:`_Elasticity`),
-        used only from 14 such nights and when its least-squares slope is at least 0.3, and
-        once a full calm window has shown that, the largest such slope, never lowered
-        (:meth:`_Elasticity.beta`). None: off. See Notes.
+        D is the mean over the last 7 nights, without their largest and smallest, of the flow
+        over the 24 h to each night's end minus that night's minimum, ``D_j`` the same on
+        learnt night j, and ``beta`` the elasticity of MNF on D over the last ``scaling_days``
+        calm or alarmed nights (:class:`_Elasticity`), used only from 14 such nights and when
+        its least-squares slope is at least 0.3, and once a full calm window has shown that,
+        the largest such slope, never lowered (:meth:`_Elasticity.beta`). None: off. See Notes.
     weekday : array of int, shape (n_bins,), optional
         Local weekday of each bin (0 = Monday). The baseline of a night is then lifted by how
         much higher nights of its weekday have run than the other nights of their kind in the
@@ -414,11 +414,19 @@ def _trailing_means(flow: FloatArray, end_bin: IntArray, width: int) -> FloatArr
     return out
 
 
-def _trailing_nanmedian(x: FloatArray, width: int) -> FloatArray:
-    """Median of the known values among the last ``width`` nights (axis 1), NaN if none."""
+def _trailing_trimmed_mean(x: FloatArray, width: int) -> FloatArray:
+    """Mean of the known values among the last ``width`` nights (axis 1) without their
+    largest and smallest (from three known values), NaN if none."""
     padded = np.pad(x, ((0, 0), (width - 1, 0)), constant_values=np.nan)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
-    return nanmedian_rows(windows.reshape(-1, width)).reshape(x.shape)
+    w = np.sort(np.lib.stride_tricks.sliding_window_view(padded, width, axis=1), axis=2)
+    k = np.sum(~np.isnan(w), axis=2)
+    z = np.nan_to_num(w)
+    hi = np.take_along_axis(z, np.maximum(k - 1, 0)[..., None], axis=2)[..., 0]
+    trim = k >= 3
+    num = z.sum(axis=2) - np.where(trim, z[..., 0] + hi, 0.0)
+    den = np.where(trim, k - 2, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(k > 0, num / np.maximum(den, 1), np.nan)
 
 
 def _trailing_nanmean(x: FloatArray, width: int) -> FloatArray:
@@ -521,8 +529,9 @@ class _Elasticity:
 
 class _DayScale:
     """Per night, the day-use scaling of ``detect_night_flow``'s ``scaling_days`` (its Notes),
-    on the medians of the last ``WEEK`` nights: seasons scale a whole week's use, while a single
-    day's use above the floor says little about that night (a busy day may not follow it)."""
+    on trimmed means of the last ``WEEK`` nights: seasons scale a whole week's use, while a
+    single day's use above the floor says little about that night (a busy day may not follow
+    it)."""
 
     WEEK = 7
 
@@ -543,12 +552,14 @@ class _DayScale:
             log_u = np.where(ok, np.log(fit_use), np.nan)
             log_x = np.where(ok, np.log(nights.mnf), np.nan)
         n_m = flow.shape[0]
-        # Medians of the week's D, not means: the night of a leak's start or repair has a day
-        # of which only part carries the leak, so its D is off by up to the leak's size. Averaged
-        # in, a repair raised D for a week, the nights learnt then scaled the baseline down, and
-        # it lagged the season after the repair (session 15, leak_eval_leakdb.py).
-        self.use = _trailing_nanmedian(use, self.WEEK)  # (n_meters, n_nights)
-        self.log_u = _trailing_nanmedian(log_u, self.WEEK)
+        # The week's D without its largest and smallest night: on the night of a leak's start
+        # or repair only part of the day carried the leak, so its D is off by up to the leak's
+        # size. Averaged in, a repair raised D for a week, the nights learnt then scaled the
+        # baseline down, and it lagged the season after the repair (session 15,
+        # leak_eval_leakdb.py). A median dropped that night too, but it is one order statistic
+        # of a week with busier days in it, and its noise opened false incidents on districts.
+        self.use = _trailing_trimmed_mean(use, self.WEEK)  # (n_meters, n_nights)
+        self.log_u = _trailing_trimmed_mean(log_u, self.WEEK)
         self.log_x = _trailing_nanmean(log_x, self.WEEK)
         self.hist = np.full((n_kinds, n_m, window_days), np.nan)  # D of the learnt nights
         self.fit = _Elasticity(n_kinds, n_m, fit_days)
