@@ -116,8 +116,8 @@ def test_leakdb_link_meters_carry_lose_or_cross(leakdb: ModuleType) -> None:
     assert 0.3 < float(np.mean(run("crosses")[0] < 0)) < 0.7
 
 
-def test_a_repair_at_night_leaves_no_false_incident_in_the_season_after_it(leakdb: ModuleType
-                                                                          ) -> None:
+def test_a_repair_at_night_leaves_no_false_incident_in_the_season_after_it(
+        leakdb: ModuleType, leak_eval: ModuleType) -> None:
     """Scenario 64 of the LeakDB-structured seed 1: leaks from days 74 and 182, the last
     repaired at 22:30 on day 327. The next night's D (the day's use above its night floor)
     counts 17.5 h of leak water in the day but none in the floor: nearly twice the usual D.
@@ -130,8 +130,8 @@ def test_a_repair_at_night_leaves_no_false_incident_in_the_season_after_it(leakd
     leaks = truth[64]
     assert [round(lk.end / 48, 2) for lk in leaks] == [287.65, 327.94]
     grid = Grid(leakdb.T0, flow.shape[1], leakdb.STEP_S)
-    settings = _benchmark("leak_eval").load_settings(None).model_copy(update={"step_s": 1800})
-    incidents = _benchmark("leak_eval").methods(settings)["meterd"](flow[64:], grid)
+    settings = leak_eval.load_settings(None).model_copy(update={"step_s": leakdb.STEP_S})
+    incidents = leak_eval.methods(settings)["meterd"](flow[64:], grid)
     assert incidents and leakdb.score(incidents, [leaks], grid).false == 0
 
 
@@ -145,7 +145,8 @@ def test_leakdb_scenarios_run_at_the_scale_of_leakdb_s_hanoi_network(leakdb: Mod
     flow, truth = leakdb.scenarios(8, 3, days=28)
     clean = flow[[not t for t in truth]]
     assert clean.size and np.all(np.abs(clean.mean(axis=1) / 5539 - 1) < 0.2)
-    demand = np.linspace(0.4, 1.8, 48) * 5539
-    hole = leakdb.leak_outflow(demand, [leakdb.Leak(30, 0.02, False, 0, 0, 48)],
-                               np.asarray(leakdb.HANOI_LOSS_M), 5539.0)
+    base = sum(leakdb.HANOI_M3H)
+    hole = leakdb.leak_outflow(np.linspace(0.4, 1.8, 48) * base,
+                               [leakdb.Leak(30, 0.02, False, 0, 0, 48)],
+                               np.asarray(leakdb.HANOI_LOSS_M), base)
     assert np.all((hole > 26) & (hole < 32)) and hole[0] > hole[-1]

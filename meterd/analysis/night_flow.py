@@ -425,8 +425,7 @@ def _trailing_trimmed_mean(x: FloatArray, width: int) -> FloatArray:
     trim = k >= 3
     num = z.sum(axis=2) - np.where(trim, z[..., 0] + hi, 0.0)
     den = np.where(trim, k - 2, k)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(k > 0, num / np.maximum(den, 1), np.nan)
+    return np.where(k > 0, num / np.maximum(den, 1), np.nan)
 
 
 def _trailing_nanmean(x: FloatArray, width: int) -> FloatArray:
